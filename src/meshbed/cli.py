@@ -1,0 +1,297 @@
+"""The `meshbed` command: provision, doctor, up, status, down."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .console import Progress, endpoints_table
+from .errors import ConfigError, MeshbedError
+from .runtime.state import RunState, list_runs, sweep_orphans, sweep_run
+from .settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    cli = {k: getattr(args, k, None) for k in ("runtime", "topology", "state_dir", "ready_timeout")}
+    return Settings.build(cli=cli)
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+# -- provision / doctor ------------------------------------------------------
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from .provision import build_missing
+    progress = Progress()
+    build_missing(args.only or None, progress)
+    progress("all components present; `meshbed doctor` lists them")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .provision.binaries import find_all, fix_hint
+    problems = []
+    rows = []
+    for name, b in find_all().items():
+        version = b.version() if b.found else "-"
+        rows.append({"component": name, "version": version, "pinned": b.pinned, "source": b.source,
+                     "path": str(b.path) if b.path else None})
+        if not b.found:
+            problems.append(f"{name}: missing: {fix_hint(b)}")
+    rows.append({"component": "python", "version": sys.version.split()[0], "pinned": ">=3.11",
+                 "source": "interpreter", "path": sys.executable})
+    if args.json:
+        print(json.dumps({"components": rows, "problems": problems}, indent=2))
+    else:
+        for r in rows:
+            print(f"  {r['component']:<10} {r['version']:<24} {r['source']:<22} {r['path'] or '-'}")
+        for p in problems:
+            print(f"meshbed doctor: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+# -- up / status / down ------------------------------------------------------
+
+def _print_endpoints(ep: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(ep, indent=2), flush=True)
+    else:
+        print("mesh is up:\n" + endpoints_table(ep), flush=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from .topology import load
+    topology = load(settings.topology)  # validate before anything starts
+    if args.detach:
+        return _up_detached(args, settings)
+    from .mesh import bring_up
+    progress = Progress()
+    _sigterm_as_interrupt()
+    try:
+        with bring_up(topology, settings, progress) as mesh:
+            _print_endpoints(mesh.endpoints(), args.json)
+            progress("press Ctrl-C to tear the mesh down")
+            while True:
+                signal.pause()
+    except KeyboardInterrupt:
+        progress("torn down")
+    return 0
+
+
+def _up_detached(args: argparse.Namespace, settings: Settings) -> int:
+    progress = Progress()
+    sweep_orphans(settings.runs_dir)
+    state = RunState.create(settings.runs_dir, settings.runtime, str(settings.topology))
+    log = open(state.run_dir / "supervisor.log", "ab")
+    argv = [sys.executable, "-m", "meshbed.cli", "_supervise", "--run-dir", str(state.run_dir),
+            "-f", str(settings.topology), "--runtime", settings.runtime,
+            "--ready-timeout", str(settings.ready_timeout)]
+    if args.state_dir:
+        argv += ["--state-dir", str(args.state_dir)]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=os.getcwd())
+    log.close()
+    from .runtime import procutil
+    state.update(lambda d: d.__setitem__("supervisor", {"pid": proc.pid, "start": procutil.start_time(proc.pid)}))
+    progress_file = state.run_dir / "progress.log"
+    seen = 0
+    deadline = time.monotonic() + settings.ready_timeout * 3
+    try:
+        while True:
+            if progress_file.exists():
+                lines = progress_file.read_text().splitlines()
+                for line in lines[seen:]:
+                    print(line, file=sys.stderr, flush=True)
+                seen = len(lines)
+            st = RunState.load(state.run_dir)
+            status = st.data.get("status")
+            if status == "ready":
+                _print_endpoints(st.data["endpoints"], args.json)
+                return 0
+            if status in ("failed", "down") or proc.poll() is not None:
+                err = st.data.get("error") or f"supervisor exited with {proc.poll()}; see {state.run_dir}/supervisor.log"
+                print(f"meshbed up: the mesh did not come up: {err}", file=sys.stderr)
+                _stop_run(st, progress)
+                return 1
+            if time.monotonic() > deadline:
+                print(f"meshbed up: not ready after {settings.ready_timeout * 3:.0f}s; tearing down", file=sys.stderr)
+                _stop_run(st, progress)
+                return 1
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        _stop_run(RunState.load(state.run_dir), progress)
+        return 130
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    """The detached mesh's owner: brings it up, then holds it until SIGTERM."""
+    settings = _settings(args)
+    from .mesh import bring_up
+    from .runtime import procutil
+    from .topology import load
+    state = RunState.load(Path(args.run_dir))
+    me = os.getpid()
+    state.update(lambda d: d.__setitem__("supervisor", {"pid": me, "start": procutil.start_time(me)}))
+    progress_path = state.run_dir / "progress.log"
+    plog = Progress(stream=open(progress_path, "a", buffering=1))
+    _sigterm_as_interrupt()
+    try:
+        with bring_up(load(settings.topology), settings, plog, state=state) as mesh:
+            state.update(lambda d: d.update(status="ready", endpoints=mesh.endpoints()))
+            while True:
+                signal.pause()
+    except KeyboardInterrupt:
+        plog("supervisor: torn down on request")
+    except MeshbedError as exc:
+        state.set_status("failed", str(exc))
+        plog(f"supervisor: failed: {exc}")
+        return 1
+    except BaseException as exc:  # noqa: BLE001 - record any crash for `meshbed up`
+        state.set_status("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    state.set_status("down")
+    return 0
+
+
+def _stop_run(st: RunState, progress: Progress, grace: float = 30.0) -> list[str]:
+    sup = st.data.get("supervisor") or {}
+    from .runtime import procutil
+    if st.supervisor_alive():
+        procutil.signal_if_ours(int(sup["pid"]), sup.get("start"), signal.SIGTERM)
+        end = time.monotonic() + grace
+        while time.monotonic() < end and procutil.is_ours(int(sup["pid"]), sup.get("start")):
+            time.sleep(0.1)
+        if procutil.is_ours(int(sup["pid"]), sup.get("start")):
+            procutil.terminate(int(sup["pid"]), sup.get("start"), 1.0)
+    leftovers = sweep_run(RunState.load(st.run_dir))
+    if leftovers:
+        progress(f"run {st.run_id}: swept leftover {', '.join(leftovers)}")
+    return leftovers
+
+
+def _active_runs(settings: Settings, run_id: str | None) -> list[RunState]:
+    runs = [r for r in list_runs(settings.runs_dir) if r.data.get("status") != "down"]
+    if run_id:
+        runs = [r for r in runs if r.run_id == run_id]
+        if not runs:
+            raise ConfigError(f"no active run {run_id!r}", hint="`meshbed status` lists active runs")
+    return runs
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    runs = _active_runs(settings, args.run)
+    out = []
+    for r in runs:
+        live = r.live_processes()
+        procs = r.data.get("processes") or {}
+        out.append({"run_id": r.run_id, "status": r.data.get("status"), "supervisor_alive": r.supervisor_alive(),
+                    "processes": {n: {"pid": p["pid"], "alive": n in live} for n, p in procs.items()},
+                    "endpoints": r.data.get("endpoints") or {}})
+    if args.json:
+        print(json.dumps(out if args.run is None else out[0], indent=2))
+        return 0
+    if not out:
+        print("no active meshbed run")
+        return 0
+    for r in out:
+        alive = sum(1 for p in r["processes"].values() if p["alive"])
+        print(f"run {r['run_id']}: {r['status']}, supervisor {'alive' if r['supervisor_alive'] else 'DEAD'}, "
+              f"{alive}/{len(r['processes'])} processes alive")
+        if r["endpoints"]:
+            print(endpoints_table(r["endpoints"]))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    progress = Progress()
+    runs = _active_runs(settings, args.run)
+    if not runs:
+        progress("no active meshbed run")
+        return 0
+    for r in runs:
+        progress(f"run {r.run_id}: stopping")
+        _stop_run(r, progress)
+        progress(f"run {r.run_id}: down")
+    return 0
+
+
+# -- entry point -------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshbed", description="A testbed and conformance suite for Envoy service meshes.")
+    p.add_argument("--version", action="version", version=f"meshbed {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--state-dir", help="where run directories live (default ~/.cache/meshbed/runs; env MESHBED_STATE_DIR)")
+
+    sp = sub.add_parser("provision", help="build the missing Go components into the cache")
+    sp.add_argument("--only", action="append", choices=["consul", "jaeger", "toxiproxy"], help="build only these")
+    sp.set_defaults(fn=cmd_provision)
+
+    sp = sub.add_parser("doctor", help="show each component, its version and where it comes from")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_doctor)
+
+    sp = sub.add_parser("up", help="bring a mesh up from a topology file")
+    sp.add_argument("-f", "--file", dest="topology", help="topology YAML (default examples/basic.yaml)")
+    sp.add_argument("--runtime", help="process (default) or docker")
+    sp.add_argument("--detach", action="store_true", help="return once ready; `meshbed down` tears it down")
+    sp.add_argument("--json", action="store_true", help="print the endpoints as one JSON object")
+    sp.add_argument("--ready-timeout", type=float, help="seconds to wait for each start-up phase (default 90)")
+    common(sp)
+    sp.set_defaults(fn=cmd_up)
+
+    sp = sub.add_parser("_supervise", help=argparse.SUPPRESS)
+    sp.add_argument("--run-dir", required=True)
+    sp.add_argument("-f", dest="topology")
+    sp.add_argument("--runtime")
+    sp.add_argument("--ready-timeout", type=float)
+    common(sp)
+    sp.set_defaults(fn=cmd_supervise)
+
+    sp = sub.add_parser("status", help="show detached meshes")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--run", help="one run id (default: all active runs)")
+    common(sp)
+    sp.set_defaults(fn=cmd_status)
+
+    sp = sub.add_parser("down", help="tear down detached meshes (all active runs by default)")
+    sp.add_argument("--run", help="one run id")
+    common(sp)
+    sp.set_defaults(fn=cmd_down)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except ConfigError as exc:
+        print(f"meshbed: error: {exc}", file=sys.stderr)
+        return 2
+    except MeshbedError as exc:
+        print(f"meshbed: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("meshbed: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Component specs: how to start each real part and how to tell it is ready."""

@@ -1,0 +1,246 @@
+"""Bring a topology up on a runtime, and hand back a running Mesh.
+
+Order: Consul, Jaeger, Toxiproxy (together) -> Toxiproxy links and Consul
+policy -> control plane -> apps and their sidecars, the ingress -> wait until
+every Envoy sees every instance. Cleanup is registered before each side
+effect, so a start that fails half-way still tears down what it began.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from . import wait
+from .chaos.toxiproxy import ToxiproxyClient
+from .components import app as app_c
+from .components import consul as consul_c
+from .components import controlplane as cp_c
+from .components import envoy as envoy_c
+from .components import jaeger as jaeger_c
+from .components import toxiproxy as toxi_c
+from .errors import ComponentError
+from .nodemeta import NodeMeta, Route
+from .observe import envoy_admin
+from .observe.consul import ConsulClient
+from .policy import KV_MESH_KEY, KV_SERVICES_PREFIX
+from .ports import PortAllocator
+from .provision import require
+from .readiness import wait_all
+from .runtime.base import Handle, Runtime, runtime_factory
+from .runtime.state import RunState, sweep_orphans
+from .settings import Settings
+from .topology import InstanceSpec, Topology
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Mesh:
+    """A running mesh: every component's handle, and where to reach it."""
+
+    topology: Topology
+    run_id: str
+    run_dir: Any
+    runtime: Runtime
+    consul: Handle
+    jaeger: Handle
+    toxiproxy: Handle
+    controlplane: Handle
+    ingress: Handle | None = None
+    sidecars: dict[str, Handle] = field(default_factory=dict)
+    apps: dict[str, Handle] = field(default_factory=dict)
+    # toxiproxy proxy names by link kind: {"upstream": {"backend-0": "upstream-backend-0"}, ...}
+    links: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the Consul-registered address of each instance (a Toxiproxy port when the upstream link is proxied)
+    advertised: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def envoys(self) -> dict[str, Handle]:
+        out = dict(self.sidecars)
+        if self.ingress is not None:
+            out["ingress"] = self.ingress
+        return out
+
+    @property
+    def ingress_url(self) -> str:
+        assert self.ingress is not None
+        return self.ingress.url("outbound")
+
+    def consul_client(self) -> ConsulClient:
+        return ConsulClient(self.consul.url("http"))
+
+    def toxiproxy_client(self) -> ToxiproxyClient:
+        return ToxiproxyClient(self.toxiproxy.url("api"))
+
+    def subscribers(self, service: str) -> dict[str, Handle]:
+        """The Envoys that route to ``service`` (by node name)."""
+        callers = set(self.topology.callers_of(service))
+        return {n: h for n, h in self.envoys.items()
+                if (n == "ingress" and "ingress" in callers) or (n != "ingress" and n.rsplit("-", 1)[0] in callers)}
+
+    def endpoints(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "run_dir": str(self.run_dir),
+            "runtime": self.runtime.name,
+            "topology": self.topology.name,
+            "ingress_url": self.ingress_url if self.ingress else None,
+            "envoy_admin": {n: h.url("admin") for n, h in self.envoys.items()},
+            "controlplane": {"xds": self.controlplane.address("xds"), "debug_url": self.controlplane.url("http")},
+            "consul_url": self.consul.url("http"),
+            "jaeger_query_url": self.jaeger.url("query_http"),
+            "jaeger_otlp": {"grpc": self.jaeger.address("otlp_grpc"), "http": self.jaeger.url("otlp_http")},
+            "toxiproxy_api": self.toxiproxy.url("api"),
+            "instances": {i: {"app_url": h.url("http"), "registered": self.advertised.get(i, "")}
+                          for i, h in self.apps.items()},
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def _phase(timings: dict[str, float], name: str, progress: Progress) -> Callable[[], None]:
+    start = time.monotonic()
+
+    def done() -> None:
+        timings[name] = time.monotonic() - start
+        progress(f"{name}: {timings[name]:.2f}s")
+
+    return done
+
+
+@contextlib.contextmanager
+def bring_up(topology: Topology, settings: Settings, progress: Progress = lambda s: None,
+             state: RunState | None = None) -> Iterator[Mesh]:
+    """Start every component of ``topology``; stop them all on exit, however it happens."""
+    t0 = time.monotonic()
+    sweep_orphans(settings.runs_dir)
+    own_state = state is None
+    if state is None:
+        state = RunState.create(settings.runs_dir, settings.runtime, topology.source)
+    binaries = {n: require(n) for n in ("envoy", "consul", "jaeger", "toxiproxy")}
+    factory = runtime_factory(settings.runtime)
+    runtime = factory(state.run_dir, state)
+    ports = PortAllocator()
+    host = runtime.listen_host()
+    timings: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: state.set_status("down") if own_state else None)
+        stack.callback(runtime.close)
+        progress(f"run {state.run_id}: {state.run_dir}")
+
+        done = _phase(timings, "infrastructure (consul, jaeger, toxiproxy)", progress)
+        consul = runtime.start(consul_c.spec(binaries["consul"], ports, state.run_id, host))
+        jaeger = runtime.start(jaeger_c.spec(binaries["jaeger"], ports, host))
+        toxi = runtime.start(toxi_c.spec(binaries["toxiproxy"], ports, host))
+        wait_all([consul, jaeger, toxi], settings.ready_timeout)
+        done()
+
+        done = _phase(timings, "links and policy", progress)
+        tp = ToxiproxyClient(toxi.url("api"))
+        links: dict[str, dict[str, str]] = {k: {} for k in topology.chaos_links}
+
+        def link(kind: str, key: str, upstream: str) -> str:
+            """Route one link through Toxiproxy when the topology asks; returns host:port to dial."""
+            if kind not in topology.chaos_links:
+                return upstream
+            name = f"{kind}-{key}"
+            listen = f"{host}:{ports.take()}"
+            tp.create_proxy(name, listen, upstream)
+            links[kind][key] = name
+            return listen
+
+        consul_for_cp = link("consul", "controlplane", consul.address("http"))
+        otlp_grpc = link("tracing", "otlp-grpc", jaeger.address("otlp_grpc"))
+        otlp_http = link("tracing", "otlp-http", jaeger.address("otlp_http"))
+        cc = ConsulClient(consul.url("http"))
+        for svc in topology.services.values():
+            cc.kv_put(KV_SERVICES_PREFIX + svc.name, svc.policy.to_json())
+        cc.kv_put(KV_MESH_KEY, topology.mesh.to_json())
+        done()
+
+        done = _phase(timings, "control plane", progress)
+        cp = runtime.start(cp_c.spec(ports, f"http://{consul_for_cp}", host))
+        wait_all([cp], settings.ready_timeout)
+        done()
+
+        done = _phase(timings, "services and sidecars", progress)
+        mesh = Mesh(topology, state.run_id, state.run_dir, runtime, consul, jaeger, toxi, cp, links=links, timings=timings)
+        otlp_g = _split(otlp_grpc)
+        to_wait: list[Handle] = []
+        for svc in topology.services.values():
+            for inst in svc.instances:
+                app_port, inbound, admin = ports.take(), ports.take(), ports.take()
+                outbound = ports.take() if svc.calls else 0
+                advertise = link("upstream", inst.id, f"{host}:{inbound}")
+                xds = link("control_plane", inst.id, cp.address("xds"))
+                meta = NodeMeta(
+                    role="sidecar", service=svc.name, instance=inst.id, listen_address=host,
+                    inbound_port=inbound, app_address=f"{host}:{app_port}", outbound_port=outbound,
+                    upstreams=svc.calls, trace_service=f"{svc.name}-sidecar",
+                    access_log_path=str(state.run_dir / f"envoy-{inst.id}" / "access.log"),
+                )
+                sidecar = runtime.start(envoy_c.spec(binaries["envoy"], meta, admin_port=admin, xds=_split(xds),
+                                                     otlp=otlp_g, log_level=settings.envoy_log_level,
+                                                     concurrency=settings.envoy_concurrency, host=host))
+                app = runtime.start(app_c.spec(inst, app_port, calls=svc.calls, sidecar_outbound=f"{host}:{outbound}",
+                                               consul_url=consul.url("http"), advertise=advertise,
+                                               otlp_http_url=f"http://{otlp_http}/v1/traces", run_id=state.run_id,
+                                               host=host))
+                mesh.sidecars[inst.id] = sidecar
+                mesh.apps[inst.id] = app
+                mesh.advertised[inst.id] = advertise
+                to_wait += [app, sidecar]
+        admin, listener = ports.take(), ports.take()
+        xds = link("control_plane", "ingress", cp.address("xds"))
+        meta = NodeMeta(role="ingress", service="ingress", instance="ingress", listen_address=host,
+                        outbound_port=listener, upstreams=tuple(dict.fromkeys(r.service for r in topology.ingress)),
+                        routes=tuple(Route(r.prefix, r.service) for r in topology.ingress),
+                        trace_service="ingress",
+                        access_log_path=str(state.run_dir / "envoy-ingress" / "access.log"))
+        mesh.ingress = runtime.start(envoy_c.spec(binaries["envoy"], meta, admin_port=admin, xds=_split(xds),
+                                                  otlp=otlp_g, log_level=settings.envoy_log_level,
+                                                  concurrency=settings.envoy_concurrency, host=host))
+        to_wait.append(mesh.ingress)
+        wait_all(to_wait, settings.ready_timeout)
+        done()
+
+        done = _phase(timings, "discovery convergence", progress)
+        wait_converged(mesh, settings.ready_timeout)
+        done()
+        timings["total"] = time.monotonic() - t0
+        progress(f"mesh ready in {timings['total']:.2f}s")
+        yield mesh
+
+
+def _split(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    return host, int(port)
+
+
+def expected_endpoints(mesh: Mesh, service: str) -> set[str]:
+    """The registered addresses of every passing instance of ``service``, from Consul."""
+    return {i.address for i in mesh.consul_client().instances(service) if i.status == "passing"}
+
+
+def wait_converged(mesh: Mesh, deadline: float) -> None:
+    """Every Envoy lists exactly the healthy instances Consul has for each of its upstreams."""
+    def probe() -> object:
+        missing = []
+        for svc in mesh.topology.services:
+            want = expected_endpoints(mesh, svc)
+            if len(want) < mesh.topology.services[svc].replicas:
+                missing.append(f"consul has {len(want)}/{mesh.topology.services[svc].replicas} passing {svc}")
+                continue
+            for node, h in mesh.subscribers(svc).items():
+                got = envoy_admin.healthy_addresses(h.url("admin"), svc)
+                if got != want:
+                    missing.append(f"{node}:{svc} has {len(got & want)}/{len(want)}")
+        if missing:
+            raise wait.NotYet("; ".join(missing[:6]))
+        return True
+
+    wait.until(probe, deadline, interval=0.1, what="every Envoy to list every registered instance healthy",
+               hint="check the controlplane log and `meshbed status`")

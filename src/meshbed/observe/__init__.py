@@ -1,0 +1,1 @@
+"""Read-only clients for what the suites measure: Envoy admin, Consul, Jaeger, instances."""

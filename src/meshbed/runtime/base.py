@@ -1,0 +1,135 @@
+"""What every runtime gives: component specs in, uniform handles out.
+
+A runtime (process, docker, ...) turns a ComponentSpec into a running
+component and hands back a Handle with the same operations everywhere:
+addresses, logs, stop, kill, pause/resume, restart. Runtimes register by name.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from ..errors import ConfigError
+
+
+@dataclass
+class ComponentSpec:
+    name: str  # unique in the run: "consul", "envoy-frontend-0", "app-backend-2"
+    kind: str  # consul | jaeger | toxiproxy | controlplane | envoy | app
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    # named ports this component listens on (all on host 127.0.0.1)
+    ports: dict[str, int] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    # files to write into the component's directory before it starts
+    files: dict[str, str] = field(default_factory=dict)
+    # readiness: a probe called with the handle; truthy = ready
+    ready: Callable[["Handle"], object] | None = None
+    ready_what: str = "readiness"
+    ready_hint: str = ""
+    stop_timeout: float = 5.0
+    # the docker runtime needs to know which image/pod a component belongs to
+    pod: str = ""
+
+
+class Handle(abc.ABC):
+    """A running component. All methods are safe to call on a dead one."""
+
+    spec: ComponentSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    def address(self, port: str) -> str:
+        return f"{self.spec.host}:{self.spec.ports[port]}"
+
+    def url(self, port: str, path: str = "") -> str:
+        return f"http://{self.address(port)}{path}"
+
+    @property
+    @abc.abstractmethod
+    def log_path(self) -> Path: ...
+
+    @abc.abstractmethod
+    def alive(self) -> bool: ...
+
+    @abc.abstractmethod
+    def stop(self, timeout: float | None = None) -> None:
+        """Graceful stop (SIGTERM), then kill after ``timeout``."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Immediate kill -9: the crash a test wants to survive."""
+
+    @abc.abstractmethod
+    def pause(self) -> None: ...
+
+    @abc.abstractmethod
+    def resume(self) -> None: ...
+
+    @abc.abstractmethod
+    def restart(self) -> None:
+        """Stop, then start again with the same spec and ports (does not wait for ready)."""
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(0, 2)
+                size = fh.tell()
+                fh.seek(max(0, size - 64 * 1024))
+                data = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(data.splitlines()[-lines:])
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "kind": self.kind, "ports": dict(self.spec.ports), "log": str(self.log_path)}
+
+
+class Runtime(abc.ABC):
+    """Starts components for one run; close() stops every one it started."""
+
+    name: ClassVar[str]
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    @abc.abstractmethod
+    def start(self, spec: ComponentSpec) -> Handle: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def listen_host(self) -> str:
+        """The address components bind inside their own network namespace."""
+        return "127.0.0.1"
+
+
+_RUNTIMES: dict[str, Callable[..., Runtime]] = {}
+
+
+def register_runtime(name: str) -> Callable[[type[Runtime]], type[Runtime]]:
+    def deco(cls: type[Runtime]) -> type[Runtime]:
+        _RUNTIMES[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
+def runtime_factory(name: str) -> Callable[..., Runtime]:
+    if name not in _RUNTIMES:
+        raise ConfigError(f"unknown runtime {name!r}; available: {', '.join(sorted(_RUNTIMES))}")
+    return _RUNTIMES[name]
+
+
+def runtime_names() -> list[str]:
+    return sorted(_RUNTIMES)

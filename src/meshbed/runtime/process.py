@@ -1,0 +1,136 @@
+"""The default runtime: every component is a local process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from ..errors import ComponentError
+from . import procutil
+from .base import ComponentSpec, Handle, Runtime, register_runtime
+from .state import RunState
+
+
+class ProcessHandle(Handle):
+    def __init__(self, spec: ComponentSpec, workdir: Path, state: RunState | None) -> None:
+        self.spec = spec
+        self.workdir = workdir
+        self._state = state
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._started: int | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.spec.name}.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def _launch(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for rel, content in self.spec.files.items():
+            (self.workdir / rel).write_text(content)
+        env = dict(os.environ)
+        env.update(self.spec.env)
+        log = open(self.log_path, "ab", buffering=0)
+        log.write(f"--- meshbed: starting {self.spec.name} at {time.strftime('%H:%M:%S')}: {' '.join(self.spec.argv)}\n".encode())
+        try:
+            self._proc = subprocess.Popen(
+                self.spec.argv, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise ComponentError(f"{self.spec.name}: cannot start {self.spec.argv[0]}: file not found",
+                                 hint="run `meshbed doctor` to see which binaries are missing") from exc
+        except PermissionError as exc:
+            raise ComponentError(f"{self.spec.name}: {self.spec.argv[0]} is not executable",
+                                 hint=f"chmod +x {self.spec.argv[0]}") from exc
+        finally:
+            log.close()
+        self._started = procutil.start_time(self._proc.pid)
+        if self._state is not None:
+            self._state.record_process(self.spec.name, self._proc.pid)
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def _signal(self, sig: int) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                self._proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float | None = None) -> None:
+        with self._lock:
+            if self._proc is None:
+                return
+            if self._proc.poll() is None:
+                self._signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
+                self._signal(signal.SIGTERM)
+                try:
+                    self._proc.wait(timeout=self.spec.stop_timeout if timeout is None else timeout)
+                except subprocess.TimeoutExpired:
+                    self._signal(signal.SIGKILL)
+                    self._proc.wait(timeout=5)
+            if self._state is not None:
+                self._state.record_process(self.spec.name, None)
+
+    def kill(self) -> None:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                self._signal(signal.SIGKILL)
+                self._proc.wait(timeout=5)
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def restart(self) -> None:
+        with self._lock:
+            self.stop()
+            self._launch()
+
+    def describe(self) -> dict[str, object]:
+        d = super().describe()
+        d["pid"] = self.pid
+        return d
+
+
+@register_runtime("process")
+class ProcessRuntime(Runtime):
+    def __init__(self, run_dir: Path, state: RunState | None = None) -> None:
+        super().__init__(run_dir)
+        self.state = state
+        self.handles: list[ProcessHandle] = []
+
+    def start(self, spec: ComponentSpec) -> ProcessHandle:
+        h = ProcessHandle(spec, self.run_dir / spec.name, self.state)
+        self.handles.append(h)  # registered before the side effect: close() covers a failed start
+        h._launch()
+        return h
+
+    def close(self) -> None:
+        # apps first (they deregister from Consul), then proxies, then infrastructure
+        order = {"app": 0, "envoy": 1, "controlplane": 2, "toxiproxy": 3, "jaeger": 4, "consul": 5}
+        errors = []
+        for h in sorted(reversed(self.handles), key=lambda h: order.get(h.kind, 9)):
+            try:
+                h.stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                errors.append(f"{h.name}: {exc}")
+        self.handles.clear()
+        if errors:
+            raise ComponentError("some components did not stop cleanly: " + "; ".join(errors))
