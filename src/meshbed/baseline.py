@@ -11,12 +11,13 @@ if TYPE_CHECKING:
 
 
 def reset(mesh: "Mesh") -> None:
-    """Resume paused components, remove every toxic, re-enable every proxy."""
-    for h in [mesh.consul, mesh.jaeger, mesh.toxiproxy, mesh.controlplane, *mesh.envoys.values(), *mesh.apps.values()]:
+    """Resume paused components, remove every toxic, re-enable every proxy, drop scaled-up instances."""
+    for inst in list(mesh.extra):
+        mesh.remove_instance(inst)
+    for h in mesh.all_handles():
         h.resume()
     mesh.toxiproxy_client().reset()
-    dead = [h.name for h in [mesh.consul, mesh.jaeger, mesh.toxiproxy, mesh.controlplane,
-                             *mesh.envoys.values(), *mesh.apps.values()] if not h.alive()]
+    dead = [h.name for h in mesh.all_handles() if not h.alive()]
     if dead:
         raise ComponentError(f"components died and were not restarted by the test: {', '.join(dead)}",
                              hint="a test that kills a component must restart it")

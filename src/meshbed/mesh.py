@@ -38,6 +38,22 @@ Progress = Callable[[str], None]
 
 
 @dataclass
+class Wiring:
+    """What it takes to start one more component in a running mesh."""
+
+    settings: Settings
+    state: RunState
+    ports: PortAllocator
+    binaries: dict[str, Any]
+    toxiproxy: ToxiproxyClient
+    cp_xds: str  # internal host:port of the control plane's xDS
+    otlp_grpc: str  # internal host:port Envoys send spans to
+    otlp_http_url: str  # URL apps send spans to
+    consul_url: str  # URL apps register with
+    chaos_links: frozenset[str]
+
+
+@dataclass
 class Mesh:
     """A running mesh: every component's handle, and where to reach it."""
 
@@ -49,14 +65,18 @@ class Mesh:
     jaeger: Handle
     toxiproxy: Handle
     controlplane: Handle
+    wiring: Wiring
     ingress: Handle | None = None
     sidecars: dict[str, Handle] = field(default_factory=dict)
     apps: dict[str, Handle] = field(default_factory=dict)
+    instances: dict[str, InstanceSpec] = field(default_factory=dict)
     # toxiproxy proxy names by link kind: {"upstream": {"backend-0": "upstream-backend-0"}, ...}
     links: dict[str, dict[str, str]] = field(default_factory=dict)
     # the Consul-registered address of each instance (a Toxiproxy port when the upstream link is proxied)
     advertised: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # instances started after bring-up (scale-up), removed again by baseline reset
+    extra: list[str] = field(default_factory=list)
 
     @property
     def envoys(self) -> dict[str, Handle]:
@@ -76,11 +96,89 @@ class Mesh:
     def toxiproxy_client(self) -> ToxiproxyClient:
         return ToxiproxyClient(self.toxiproxy.url("api"))
 
+    def instances_of(self, service: str) -> list[str]:
+        return [i for i, spec in self.instances.items() if spec.service == service]
+
     def subscribers(self, service: str) -> dict[str, Handle]:
         """The Envoys that route to ``service`` (by node name)."""
         callers = set(self.topology.callers_of(service))
-        return {n: h for n, h in self.envoys.items()
-                if (n == "ingress" and "ingress" in callers) or (n != "ingress" and n.rsplit("-", 1)[0] in callers)}
+        out = {}
+        for n, h in self.envoys.items():
+            svc = "ingress" if n == "ingress" else self.instances[n].service
+            if svc in callers:
+                out[n] = h
+        return out
+
+    # -- changing the mesh while it runs ---------------------------------
+
+    def link(self, kind: str, key: str, upstream: str) -> str:
+        """Route one link through Toxiproxy when the topology asks; returns the host:port to dial."""
+        if kind not in self.wiring.chaos_links:
+            return upstream
+        name = f"{kind}-{key}"
+        port = self.wiring.ports.take()
+        self.wiring.toxiproxy.create_proxy(name, f"{self.runtime.listen_host()}:{port}", upstream)
+        self.links.setdefault(kind, {})[key] = name
+        return f"{self.runtime.internal_host('toxiproxy')}:{port}"
+
+    def start_instance(self, inst: InstanceSpec) -> tuple[Handle, Handle]:
+        """Start one app and its sidecar (not waiting for readiness)."""
+        w, rt = self.wiring, self.runtime
+        svc = self.topology.services[inst.service]
+        bind, me = rt.listen_host(), rt.internal_host(inst.id)
+        app_port, inbound, admin = w.ports.take(), w.ports.take(), w.ports.take()
+        outbound = w.ports.take() if svc.calls else 0
+        advertise = self.link("upstream", inst.id, f"{me}:{inbound}")
+        xds = self.link("control_plane", inst.id, w.cp_xds)
+        meta = NodeMeta(
+            role="sidecar", service=svc.name, instance=inst.id, listen_address=bind,
+            inbound_port=inbound, app_address=f"{me}:{app_port}", outbound_port=outbound,
+            upstreams=svc.calls, trace_service=f"{svc.name}-sidecar",
+            access_log_path=str(self.run_dir / f"envoy-{inst.id}" / "access.log"),
+        )
+        sidecar = rt.start(envoy_c.spec(w.binaries["envoy"], meta, admin_port=admin, xds=_split(xds),
+                                        otlp=_split(w.otlp_grpc), log_level=w.settings.envoy_log_level,
+                                        concurrency=w.settings.envoy_concurrency, host=bind))
+        self.sidecars[inst.id] = sidecar
+        app = rt.start(app_c.spec(inst, app_port, calls=svc.calls, sidecar_outbound=f"{me}:{outbound}",
+                                  consul_url=w.consul_url, advertise=advertise, otlp_http_url=w.otlp_http_url,
+                                  run_id=self.run_id, host=bind))
+        self.apps[inst.id] = app
+        self.instances[inst.id] = inst
+        self.advertised[inst.id] = advertise
+        return app, sidecar
+
+    def add_instance(self, service: str, version: str = "v1", priority: int = 0, zone: str = "zone-a",
+                     wait_ready: bool = True) -> str:
+        """Scale ``service`` up by one instance (registered in Consul by itself once up)."""
+        if service not in self.topology.services:
+            raise ComponentError(f"cannot scale unknown service {service!r}")
+        taken = {self.instances[i].index for i in self.instances_of(service)}
+        index = next(i for i in range(1000) if i not in taken)
+        inst = InstanceSpec(service, index, version, priority, zone)
+        self.extra.append(inst.id)
+        app, sidecar = self.start_instance(inst)
+        if wait_ready:
+            wait_all([app, sidecar], self.wiring.settings.ready_timeout)
+        return inst.id
+
+    def remove_instance(self, instance: str) -> None:
+        """Stop an instance's app (it deregisters itself) and its sidecar, and forget them."""
+        app = self.apps.pop(instance)
+        sidecar = self.sidecars.pop(instance)
+        app.stop()
+        sidecar.stop()
+        self.instances.pop(instance, None)
+        self.advertised.pop(instance, None)
+        for kind in ("upstream", "control_plane"):
+            name = self.links.get(kind, {}).pop(instance, None)
+            if name:
+                self.wiring.toxiproxy.delete_proxy(name)
+        if instance in self.extra:
+            self.extra.remove(instance)
+
+    def all_handles(self) -> list[Handle]:
+        return [self.consul, self.jaeger, self.toxiproxy, self.controlplane, *self.envoys.values(), *self.apps.values()]
 
     def endpoints(self) -> dict[str, Any]:
         return {
@@ -124,7 +222,8 @@ def bring_up(topology: Topology, settings: Settings, progress: Progress = lambda
     factory = runtime_factory(settings.runtime)
     runtime = factory(state.run_dir, state)
     ports = PortAllocator()
-    host = runtime.listen_host()
+    bind = runtime.listen_host()
+    ih = runtime.internal_host
     timings: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: state.set_status("down") if own_state else None)
@@ -132,29 +231,22 @@ def bring_up(topology: Topology, settings: Settings, progress: Progress = lambda
         progress(f"run {state.run_id}: {state.run_dir}")
 
         done = _phase(timings, "infrastructure (consul, jaeger, toxiproxy)", progress)
-        consul = runtime.start(consul_c.spec(binaries["consul"], ports, state.run_id, host))
-        jaeger = runtime.start(jaeger_c.spec(binaries["jaeger"], ports, host))
-        toxi = runtime.start(toxi_c.spec(binaries["toxiproxy"], ports, host))
+        consul = runtime.start(consul_c.spec(binaries["consul"], ports, state.run_id, bind))
+        jaeger = runtime.start(jaeger_c.spec(binaries["jaeger"], ports, bind))
+        toxi = runtime.start(toxi_c.spec(binaries["toxiproxy"], ports, bind))
         wait_all([consul, jaeger, toxi], settings.ready_timeout)
         done()
 
         done = _phase(timings, "links and policy", progress)
-        tp = ToxiproxyClient(toxi.url("api"))
-        links: dict[str, dict[str, str]] = {k: {} for k in topology.chaos_links}
-
-        def link(kind: str, key: str, upstream: str) -> str:
-            """Route one link through Toxiproxy when the topology asks; returns host:port to dial."""
-            if kind not in topology.chaos_links:
-                return upstream
-            name = f"{kind}-{key}"
-            listen = f"{host}:{ports.take()}"
-            tp.create_proxy(name, listen, upstream)
-            links[kind][key] = name
-            return listen
-
-        consul_for_cp = link("consul", "controlplane", consul.address("http"))
-        otlp_grpc = link("tracing", "otlp-grpc", jaeger.address("otlp_grpc"))
-        otlp_http = link("tracing", "otlp-http", jaeger.address("otlp_http"))
+        wiring = Wiring(settings, state, ports, binaries, ToxiproxyClient(toxi.url("api")), cp_xds="",
+                        otlp_grpc="", otlp_http_url="", consul_url=f"http://{ih('consul')}:{consul.spec.ports['http']}",
+                        chaos_links=topology.chaos_links)
+        mesh = Mesh(topology, state.run_id, state.run_dir, runtime, consul, jaeger, toxi, None, wiring,  # type: ignore[arg-type]
+                    timings=timings)
+        consul_for_cp = mesh.link("consul", "controlplane", f"{ih('consul')}:{consul.spec.ports['http']}")
+        wiring.otlp_grpc = mesh.link("tracing", "otlp-grpc", f"{ih('jaeger')}:{jaeger.spec.ports['otlp_grpc']}")
+        otlp_http = mesh.link("tracing", "otlp-http", f"{ih('jaeger')}:{jaeger.spec.ports['otlp_http']}")
+        wiring.otlp_http_url = f"http://{otlp_http}/v1/traces"
         cc = ConsulClient(consul.url("http"))
         for svc in topology.services.values():
             cc.kv_put(KV_SERVICES_PREFIX + svc.name, svc.policy.to_json())
@@ -162,47 +254,27 @@ def bring_up(topology: Topology, settings: Settings, progress: Progress = lambda
         done()
 
         done = _phase(timings, "control plane", progress)
-        cp = runtime.start(cp_c.spec(ports, f"http://{consul_for_cp}", host))
+        cp = runtime.start(cp_c.spec(ports, f"http://{consul_for_cp}", bind))
+        mesh.controlplane = cp
+        wiring.cp_xds = f"{ih('controlplane')}:{cp.spec.ports['xds']}"
         wait_all([cp], settings.ready_timeout)
         done()
 
         done = _phase(timings, "services and sidecars", progress)
-        mesh = Mesh(topology, state.run_id, state.run_dir, runtime, consul, jaeger, toxi, cp, links=links, timings=timings)
-        otlp_g = _split(otlp_grpc)
         to_wait: list[Handle] = []
         for svc in topology.services.values():
             for inst in svc.instances:
-                app_port, inbound, admin = ports.take(), ports.take(), ports.take()
-                outbound = ports.take() if svc.calls else 0
-                advertise = link("upstream", inst.id, f"{host}:{inbound}")
-                xds = link("control_plane", inst.id, cp.address("xds"))
-                meta = NodeMeta(
-                    role="sidecar", service=svc.name, instance=inst.id, listen_address=host,
-                    inbound_port=inbound, app_address=f"{host}:{app_port}", outbound_port=outbound,
-                    upstreams=svc.calls, trace_service=f"{svc.name}-sidecar",
-                    access_log_path=str(state.run_dir / f"envoy-{inst.id}" / "access.log"),
-                )
-                sidecar = runtime.start(envoy_c.spec(binaries["envoy"], meta, admin_port=admin, xds=_split(xds),
-                                                     otlp=otlp_g, log_level=settings.envoy_log_level,
-                                                     concurrency=settings.envoy_concurrency, host=host))
-                app = runtime.start(app_c.spec(inst, app_port, calls=svc.calls, sidecar_outbound=f"{host}:{outbound}",
-                                               consul_url=consul.url("http"), advertise=advertise,
-                                               otlp_http_url=f"http://{otlp_http}/v1/traces", run_id=state.run_id,
-                                               host=host))
-                mesh.sidecars[inst.id] = sidecar
-                mesh.apps[inst.id] = app
-                mesh.advertised[inst.id] = advertise
-                to_wait += [app, sidecar]
+                to_wait += mesh.start_instance(inst)
         admin, listener = ports.take(), ports.take()
-        xds = link("control_plane", "ingress", cp.address("xds"))
-        meta = NodeMeta(role="ingress", service="ingress", instance="ingress", listen_address=host,
+        xds = mesh.link("control_plane", "ingress", wiring.cp_xds)
+        meta = NodeMeta(role="ingress", service="ingress", instance="ingress", listen_address=bind,
                         outbound_port=listener, upstreams=tuple(dict.fromkeys(r.service for r in topology.ingress)),
                         routes=tuple(Route(r.prefix, r.service) for r in topology.ingress),
                         trace_service="ingress",
                         access_log_path=str(state.run_dir / "envoy-ingress" / "access.log"))
         mesh.ingress = runtime.start(envoy_c.spec(binaries["envoy"], meta, admin_port=admin, xds=_split(xds),
-                                                  otlp=otlp_g, log_level=settings.envoy_log_level,
-                                                  concurrency=settings.envoy_concurrency, host=host))
+                                                  otlp=_split(wiring.otlp_grpc), log_level=settings.envoy_log_level,
+                                                  concurrency=settings.envoy_concurrency, host=bind))
         to_wait.append(mesh.ingress)
         wait_all(to_wait, settings.ready_timeout)
         done()
@@ -231,8 +303,9 @@ def wait_converged(mesh: Mesh, deadline: float) -> None:
         missing = []
         for svc in mesh.topology.services:
             want = expected_endpoints(mesh, svc)
-            if len(want) < mesh.topology.services[svc].replicas:
-                missing.append(f"consul has {len(want)}/{mesh.topology.services[svc].replicas} passing {svc}")
+            n = len(mesh.instances_of(svc))
+            if len(want) < n:
+                missing.append(f"consul has {len(want)}/{n} passing {svc}")
                 continue
             for node, h in mesh.subscribers(svc).items():
                 got = envoy_admin.healthy_addresses(h.url("admin"), svc)

@@ -48,6 +48,9 @@ class ToxiproxyClient:
     def proxies(self) -> dict[str, dict[str, Any]]:
         return self._call("GET", "/proxies") or {}
 
+    def delete_proxy(self, name: str) -> None:
+        self._call("DELETE", f"/proxies/{name}", ok=(200, 204, 404))
+
     def set_enabled(self, name: str, enabled: bool) -> None:
         self._call("POST", f"/proxies/{name}", {"enabled": enabled})
 

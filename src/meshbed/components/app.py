@@ -24,6 +24,6 @@ def spec(inst: InstanceSpec, port: int, *, calls: tuple[str, ...], sidecar_outbo
         for c in calls:
             argv += ["--downstream", c]
     return ComponentSpec(
-        name=f"app-{inst.id}", kind="app", argv=argv, ports={"http": port}, env={"PYTHONUNBUFFERED": "1"},
+        name=f"app-{inst.id}", kind="app", argv=argv, ports={"http": port}, host=host, pod=inst.id, env={"PYTHONUNBUFFERED": "1"},
         ready=_ready, ready_what=f"sample service {inst.id} (GET /healthz)", stop_timeout=4.0,
     )

@@ -23,7 +23,7 @@ def spec(binary: Path, ports: PortAllocator, run_id: str, host: str = "127.0.0.1
         "-server-port", str(p["server"]), "-hcl", "ports { grpc_tls = -1 }", "-log-level", "warn",
     ]
     return ComponentSpec(
-        name="consul", kind="consul", argv=argv, ports=p, ready=_has_leader,
+        name="consul", kind="consul", argv=argv, ports=p, host=host, pod="consul", ready=_has_leader,
         ready_what="Consul to elect a leader (GET /v1/status/leader)",
         ready_hint="see the consul log in the run directory",
     )

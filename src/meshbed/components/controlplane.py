@@ -18,7 +18,7 @@ def spec(ports: PortAllocator, consul_url: str, host: str = "127.0.0.1") -> Comp
     argv = [sys.executable, "-m", "meshbed.controlplane", "--xds", f"{host}:{p['xds']}",
             "--http", f"{host}:{p['http']}", "--consul", consul_url]
     return ComponentSpec(
-        name="controlplane", kind="controlplane", argv=argv, ports=p, env={"PYTHONUNBUFFERED": "1"},
+        name="controlplane", kind="controlplane", argv=argv, ports=p, host=host, pod="controlplane", env={"PYTHONUNBUFFERED": "1"},
         ready=_ready, ready_what="the control plane's first Consul sync (GET /healthz)",
         ready_hint="see the controlplane log in the run directory", stop_timeout=3.0,
     )

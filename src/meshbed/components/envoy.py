@@ -72,7 +72,7 @@ def spec(binary: Path, meta: NodeMeta, *, admin_port: int, xds: tuple[str, int],
     argv = [str(binary), "-c", "bootstrap.yaml", "--base-id", str(admin_port), "--concurrency", str(concurrency),
             "--log-level", log_level, "--drain-time-s", "1", "--drain-strategy", "immediate"]
     return ComponentSpec(
-        name=name, kind="envoy", argv=argv, ports=ports, files={"bootstrap.yaml": bootstrap}, ready=_ready,
+        name=name, kind="envoy", argv=argv, ports=ports, host=host, pod=meta.instance, files={"bootstrap.yaml": bootstrap}, ready=_ready,
         ready_what=f"{name} /ready and its first CDS+LDS ACK",
         ready_hint="see the envoy and controlplane logs in the run directory", stop_timeout=3.0,
     )

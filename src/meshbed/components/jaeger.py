@@ -63,7 +63,7 @@ def _ready(h: Handle) -> object:
 def spec(binary: Path, ports: PortAllocator, host: str = "127.0.0.1") -> ComponentSpec:
     p = {n: ports.take() for n in ("otlp_grpc", "otlp_http", "query_http", "query_grpc", "health")}
     return ComponentSpec(
-        name="jaeger", kind="jaeger", argv=[str(binary), "--config", "file:jaeger.yaml"], ports=p,
+        name="jaeger", kind="jaeger", argv=[str(binary), "--config", "file:jaeger.yaml"], ports=p, host=host, pod="jaeger",
         files={"jaeger.yaml": CONFIG.format(host=host, **p)}, ready=_ready,
         ready_what="Jaeger's query API (GET /api/v3/services)",
         ready_hint="see the jaeger log in the run directory",

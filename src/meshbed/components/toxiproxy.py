@@ -17,5 +17,5 @@ def spec(binary: Path, ports: PortAllocator, host: str = "127.0.0.1") -> Compone
     p = {"api": ports.take()}
     return ComponentSpec(
         name="toxiproxy", kind="toxiproxy", argv=[str(binary), "-host", host, "-port", str(p["api"])],
-        ports=p, ready=_ready, ready_what="Toxiproxy's API (GET /version)",
+        ports=p, host=host, pod="toxiproxy", ready=_ready, ready_what="Toxiproxy's API (GET /version)",
     )

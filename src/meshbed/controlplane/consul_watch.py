@@ -90,22 +90,24 @@ class ConsulWatcher:
                      handle: Callable[[int, Any], None]) -> None:
         index = 0
         backoff = BACKOFF_MIN
+        failing = False
         while True:
             try:
                 status, new, body = await self._get(path, params, index)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: keep state, retry
-                self._note_error(name, exc)
+                self._note_error(name, exc, first=not failing)
+                failing = True
                 index = 0  # resync from scratch once Consul is back
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_MIN
-            if not self.stats["up"]:
-                if self.stats["errors"]:
-                    log.info("consul: %s answered again; resyncing", name)
-                self.stats["up"] = True
+            if failing:
+                log.info("consul: %s answered again; resynced from index 0", name)
+                failing = False
+            self.stats["up"] = True
             self.stats["last_ok_at"] = time.time()
             try:
                 handle(status, body)
@@ -115,13 +117,14 @@ class ConsulWatcher:
             if index == 0 and prev == 0:
                 await asyncio.sleep(0.05)  # no usable index: don't spin
 
-    def _note_error(self, name: str, exc: BaseException) -> None:
+    def _note_error(self, name: str, exc: BaseException, first: bool) -> None:
         self.stats["errors"] += 1
         self.stats["last_error"] = f"{name}: {type(exc).__name__}: {exc}"
         self.stats["last_error_at"] = time.time()
-        if self.stats["up"] or self.stats["errors"] == 1:
-            log.warning("consul: %s failed, keeping last known state: %s", name, self.stats["last_error"])
         self.stats["up"] = False
+        if first:
+            log.warning("consul: %s failed, keeping last known state, retrying: %s", name,
+                        f"{type(exc).__name__}: {exc}"[:300])
 
     # -- handlers (state updates) -----------------------------------------
     def _changed(self) -> None:

@@ -21,8 +21,10 @@ class ComponentSpec:
     kind: str  # consul | jaeger | toxiproxy | controlplane | envoy | app
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
-    # named ports this component listens on (all on host 127.0.0.1)
+    # named ports this component listens on; a runtime makes each reachable
+    # from the test process at 127.0.0.1:<same port>
     ports: dict[str, int] = field(default_factory=dict)
+    # the address the component binds inside its own network namespace
     host: str = "127.0.0.1"
     # files to write into the component's directory before it starts
     files: dict[str, str] = field(default_factory=dict)
@@ -31,7 +33,8 @@ class ComponentSpec:
     ready_what: str = "readiness"
     ready_hint: str = ""
     stop_timeout: float = 5.0
-    # the docker runtime needs to know which image/pod a component belongs to
+    # components of one pod share a network namespace (an app and its
+    # sidecar); others reach the pod at runtime.internal_host(pod)
     pod: str = ""
 
 
@@ -49,7 +52,8 @@ class Handle(abc.ABC):
         return self.spec.kind
 
     def address(self, port: str) -> str:
-        return f"{self.spec.host}:{self.spec.ports[port]}"
+        """Where the test process reaches this port (always loopback)."""
+        return f"127.0.0.1:{self.spec.ports[port]}"
 
     def url(self, port: str, path: str = "") -> str:
         return f"http://{self.address(port)}{path}"
@@ -110,6 +114,10 @@ class Runtime(abc.ABC):
 
     def listen_host(self) -> str:
         """The address components bind inside their own network namespace."""
+        return "127.0.0.1"
+
+    def internal_host(self, pod: str) -> str:
+        """The host other components dial to reach ``pod`` (loopback for processes)."""
         return "127.0.0.1"
 
 
