@@ -167,3 +167,17 @@ def test_bad_policy_keeps_previous_good_one() -> None:
         await until(lambda: not w.state.policies and w.state.mesh.sampling_percent == 100)
 
     run(scenario)
+
+
+def test_many_services_each_get_a_watcher() -> None:
+    async def scenario(fake: FakeConsul, w: ConsulWatcher, changes: list[float]) -> None:
+        for k in range(120):
+            fake.register(f"svc{k}", f"svc{k}-a", 10000 + k)
+        await until(lambda: all(f"svc{k}" in w.state.services for k in range(120)), 5)
+        await asyncio.sleep(0.2)  # every watcher is now parked in a blocking query
+        t0 = time.monotonic()
+        fake.register("svc119", "svc119-b", 20000)
+        await until(lambda: len(w.state.services["svc119"]) == 2)
+        assert time.monotonic() - t0 < 0.5
+
+    run(scenario)

@@ -190,11 +190,22 @@ def test_envoy_follows_consul_registration(workdir: Path) -> None:
         st, snap = _http("GET", f"http://127.0.0.1:{cp_http}/debug/snapshot/frontend-1")
         assert st == 200 and "backend" in snap["EDS"]["resources"]
 
+        # maintenance mode adds a critical check: the endpoint stays, marked unhealthy
+        assert _http("PUT", f"{consul_url}/v1/agent/service/maintenance/backend-1?enable=true&reason=t")[0] == 200
+        _wait(lambda: [h["health_status"].get("eds_health_status") for h in _envoy_hosts(admin, "backend")]
+              == ["UNHEALTHY"], 10, "backend-1 UNHEALTHY in Envoy", procs)
+
         t0 = time.monotonic()
         assert _http("PUT", f"{consul_url}/v1/agent/service/deregister/backend-1")[0] == 200
         _wait(lambda: _envoy_hosts(admin, "backend") == [], 10, "backend-1 gone from Envoy", procs)
         deregistered_after = time.monotonic() - t0
         assert registered_after < 3 and deregistered_after < 3, (registered_after, deregistered_after)
+
+        # the CP stops cleanly and promptly on SIGTERM
+        cp = procs[1]
+        t0 = time.monotonic()
+        cp.send_signal(signal.SIGTERM)
+        assert cp.wait(5) == 0 and time.monotonic() - t0 < 3
     except BaseException:
         for name, path in logs.items():
             sys.stderr.write(f"----- {name} log -----\n{_tail(path)}\n")

@@ -30,7 +30,11 @@ OPTIONS = {
     "profile": ("conformance profile YAML with thresholds (default examples/profiles/default.yaml)", None),
     "state_dir": ("where run directories live (default ~/.cache/meshbed/runs)", None),
     "ready_timeout": ("seconds to wait for each start-up phase (default 90)", None),
+    "results": ("where to write the conformance results JSON (default reports/conformance.json)", None),
 }
+
+RESULTS_KEY = pytest.StashKey["object"]()
+MESHES_KEY = pytest.StashKey["list"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,6 +48,57 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, desc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {desc}")
+    from .checks.results import ResultsCollector
+    config.stash[RESULTS_KEY] = ResultsCollector()
+    config.stash[MESHES_KEY] = []
+
+
+def _check_id(item: pytest.Item) -> str | None:
+    m = item.get_closest_marker("check")
+    return str(m.args[0]) if m and m.args else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[type-arg]
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"_meshbed_rep_{rep.when}", rep)
+    cid = _check_id(item)
+    if cid and rep.when == "setup" and (rep.failed or rep.skipped):
+        # the check never ran: still report it, as error or skipped with the reason
+        from .checks.catalog import CATALOG
+        from .checks.model import CheckResult
+        entry = CATALOG.get(cid)
+        if entry is not None:
+            reason = _reason(rep)
+            r = CheckResult(cid, entry.title, entry.group, verdict="skipped" if rep.skipped else "error",
+                            reason=reason, nodeid=item.nodeid)
+            item.config.stash[RESULTS_KEY].add(r)
+
+
+def _reason(rep: pytest.TestReport) -> str:
+    lr = rep.longrepr
+    if isinstance(lr, tuple) and len(lr) == 3:
+        return str(lr[2]).removeprefix("Skipped: ")
+    text = str(getattr(rep, "longreprtext", "") or lr or "")
+    lines = [ln for ln in text.splitlines() if ln.startswith("E ")]
+    return (lines[-1][2:].strip() if lines else text.strip().splitlines()[-1] if text.strip() else "")[:500]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    collector = session.config.stash.get(RESULTS_KEY, None)
+    if collector is None or not collector.results:
+        return
+    from .settings import Settings
+    settings = _settings_from(session.config)
+    path = Path(session.config.getoption("meshbed_results") or session.config.getini("meshbed_results")
+                or settings.out_dir / "conformance.json")
+    collector.write(path)
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        s = collector.summary()
+        tr.write_line(f"meshbed: {s['pass']} pass, {s['fail']} fail, {s['error']} error, {s['skipped']} skipped "
+                      f"-> {path}")
 
 
 def _settings_from(config: pytest.Config):  # -> Settings (import kept lazy: no work at plugin import)
@@ -60,7 +115,7 @@ def meshbed_settings(pytestconfig: pytest.Config):
 
 
 @pytest.fixture(scope="session")
-def mesh_factory(meshbed_settings) -> Iterator[Callable[..., object]]:
+def mesh_factory(meshbed_settings, request: pytest.FixtureRequest) -> Iterator[Callable[..., object]]:
     """Start a topology (path or Topology) once per session; all are torn down at the end."""
     from .console import Progress
     from .mesh import bring_up
@@ -73,6 +128,8 @@ def mesh_factory(meshbed_settings) -> Iterator[Callable[..., object]]:
             key = f"{topo.source}:{topo.name}"
             if key not in meshes:
                 meshes[key] = stack.enter_context(bring_up(topo, meshbed_settings, Progress()))
+                request.config.stash[MESHES_KEY].append(meshes[key])
+                _describe_environment(request.config, meshes[key], meshbed_settings)
             return meshes[key]
 
         yield factory
@@ -91,3 +148,65 @@ def mesh(mesh_session):
     reset(mesh_session)
     yield mesh_session
     reset(mesh_session)
+
+
+def _describe_environment(config: pytest.Config, mesh, settings) -> None:
+    """Versions and sources of every component, for the report (once per session)."""
+    collector = config.stash[RESULTS_KEY]
+    if collector.environment.get("components"):
+        return
+    import dataclasses
+
+    from . import __version__
+    from .provision.binaries import find_all
+    comps = {n: {"version": b.version(), "source": b.source, "path": str(b.path)} for n, b in find_all().items()}
+    comps["controlplane"] = {"version": f"meshbed-reference {__version__}", "source": "meshbed.controlplane",
+                             "path": mesh.controlplane.url("http")}
+    collector.environment.update({"runtime": settings.runtime, "components": comps})
+    topo = mesh.topology
+    collector.topology = {
+        "name": topo.name, "source": topo.source,
+        "services": {s.name: {"replicas": s.replicas, "calls": list(s.calls), "policy": s.policy.to_json(),
+                              "instances": [dataclasses.asdict(i) for i in s.instances]}
+                     for s in topo.services.values()},
+        "ingress": [dataclasses.asdict(r) for r in topo.ingress],
+        "chaos_links": sorted(topo.chaos_links), "mesh": topo.mesh.to_json(),
+    }
+    collector.phases.update({f"mesh up: {k}": round(v, 3) for k, v in mesh.timings.items()})
+
+
+@pytest.fixture(scope="session")
+def meshbed_profile(meshbed_settings, pytestconfig: pytest.Config):
+    """The conformance profile (thresholds and parameters per check)."""
+    from .checks.profile import load
+    profile = load(meshbed_settings.profile)
+    pytestconfig.stash[RESULTS_KEY].profile = {"name": profile.name, "source": profile.source, "checks": profile.raw.get("checks", {})}
+    return profile
+
+
+@pytest.fixture
+def check(request: pytest.FixtureRequest, meshbed_profile):
+    """The catalog check this test implements (from @pytest.mark.check('ID')); judged at the end."""
+    from .checks.recorder import Check
+    cid = _check_id(request.node)
+    if cid is None:
+        raise pytest.UsageError(f"{request.node.nodeid} uses the `check` fixture without @pytest.mark.check('ID')")
+    c = Check(cid, meshbed_profile.for_check(cid), request.node.nodeid)
+    yield c
+    rep = getattr(request.node, "_meshbed_rep_call", None)
+    r = c.result
+    if rep is not None and rep.skipped:
+        r.verdict, r.reason = "skipped", _reason(rep)
+    elif rep is not None and rep.failed and not c.judged:
+        r.verdict, r.reason = "error", _reason(rep)
+    elif not c.judged:
+        r.verdict, r.reason = "error", "the test ended without judging the check"
+    if r.verdict in ("fail", "error"):
+        meshes = request.config.stash[MESHES_KEY]
+        if meshes:
+            from .diagnostics import capture
+            try:
+                r.diagnostics = capture(meshes[-1])
+            except Exception as exc:  # noqa: BLE001 - diagnostics must never hide the verdict
+                r.diagnostics = {"error": f"could not capture diagnostics: {exc}"}
+    request.config.stash[RESULTS_KEY].add(r)

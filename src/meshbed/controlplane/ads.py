@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Protocol
 
 import grpc
@@ -157,7 +157,7 @@ class AdsStream:
         self._pushlog.record(self.node_id, SHORT[t], ts.sent_version or "", ts.sent_nonce or "", "nack",
                              error=error, resources=ts.sent_resources)
         log.warning("NACK %s %s version=%s nonce=%s: %s", self.node_id, SHORT[t], ts.sent_version,
-                    ts.sent_nonce, error)
+                    ts.sent_nonce, " ".join(error.split())[:2000])  # one line per event
 
     # -- outputs ----------------------------------------------------------
     def _collect(self) -> list[discovery_pb2.DiscoveryResponse]:

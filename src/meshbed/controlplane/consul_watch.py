@@ -57,7 +57,9 @@ class ConsulWatcher:
     # -- lifecycle --------------------------------------------------------
     async def run(self) -> None:
         """Run until cancelled."""
-        self._session = aiohttp.ClientSession()
+        # one long-poll connection per watched service: no pool limit, or
+        # watchers past the 100th would queue behind 30 s blocking queries
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         try:
             self._tasks = [
                 asyncio.create_task(self._watch("services", "/v1/catalog/services", {}, self._on_services)),

@@ -20,7 +20,7 @@ from envoy.config.core.v3 import (
     health_check_pb2,
     substitution_format_string_pb2,
 )
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2

@@ -120,21 +120,32 @@ class ControlPlane:
         xhost, xport = split_host_port(xds)
         hhost, hport = split_host_port(http)
         server = grpc.aio.server(options=[
+            ("grpc.so_reuseport", 0),  # a second CP on the same port must fail, not share it
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsServicer(self), server)
-        if server.add_insecure_port(f"{xhost}:{xport}") == 0:
-            raise OSError(f"cannot bind xDS port {xds}")
-        await server.start()
-        runner = await debug_http.start(self, hhost, hport)
-        tasks = [asyncio.create_task(self.watcher.run()), asyncio.create_task(self.push_loop())]
-        log.info("meshbed CP: xDS on %s, debug HTTP on %s, Consul %s", xds, http, self.watcher.base_url)
         try:
-            done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks],
-                                         return_when=asyncio.FIRST_COMPLETED)
+            bound = server.add_insecure_port(f"{xhost}:{xport}")
+        except RuntimeError as exc:  # newer grpcio raises instead of returning 0
+            raise OSError(f"cannot bind xDS address {xds}: {exc}") from exc
+        if bound == 0:
+            raise OSError(f"cannot bind xDS address {xds}")
+        runner = None
+        tasks: list[asyncio.Task[None]] = []
+        await server.start()
+        try:
+            try:
+                runner = await debug_http.start(self, hhost, hport)
+            except OSError as exc:
+                raise OSError(f"cannot bind debug HTTP address {http}: {exc}") from exc
+            tasks = [asyncio.create_task(self.watcher.run()), asyncio.create_task(self.push_loop())]
+            log.info("meshbed CP: xDS on %s, debug HTTP on %s, Consul %s", xds, http, self.watcher.base_url)
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
             for t in done:
-                if t in tasks and t.exception():
+                if t is not stopper and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
         finally:
             log.info("meshbed CP: shutting down")
@@ -144,7 +155,8 @@ class ControlPlane:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await runner.cleanup()
+            if runner is not None:
+                await runner.cleanup()
 
 
 async def main_async(xds: str, http: str, consul: str, consul_wait_s: float = 30.0) -> None:

@@ -1,0 +1,105 @@
+"""A check's result: measured figures, thresholds, a verdict and the evidence.
+
+A verdict is computed, never asserted by hand: every threshold names a
+figure; a figure without a value, or with fewer samples than the check
+needs, can never pass.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from ..errors import ConfigError
+
+Verdict = Literal["pass", "fail", "error", "skipped"]
+VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "error", "skipped")
+
+_THRESHOLD_RE = re.compile(r"^\s*(<=|>=|<|>|==)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*([^\s].*)?$")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    figure: str
+    op: str  # <=, >=, <, >, ==
+    value: float
+    unit: str = ""
+
+    @classmethod
+    def parse(cls, figure: str, text: Any, where: str = "") -> "Threshold":
+        """'<= 2.0 s' -> Threshold(figure, '<=', 2.0, 's')."""
+        m = _THRESHOLD_RE.match(str(text))
+        if not m:
+            raise ConfigError(f"{where}{figure}: {text!r} is not a threshold like '<= 2.0 s' or '>= 99.9 %'")
+        return cls(figure, m.group(1), float(m.group(2)), (m.group(3) or "").strip())
+
+    def holds(self, v: float) -> bool:
+        return {"<=": v <= self.value, ">=": v >= self.value, "<": v < self.value,
+                ">": v > self.value, "==": math.isclose(v, self.value)}[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value:g}{(' ' + self.unit) if self.unit else ''}"
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float | None
+    unit: str
+    n: int  # samples behind the figure
+    source: str = ""  # where it was measured (envoy admin, consul, jaeger, instance counters, locust)
+    min_n: int = 1  # fewer samples than this: the figure cannot pass
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            d["value"] = None
+        return d
+
+
+@dataclass
+class CheckResult:
+    id: str
+    title: str
+    group: str
+    verdict: Verdict = "error"
+    reason: str = ""
+    figures: list[Figure] = field(default_factory=list)
+    thresholds: list[Threshold] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0
+    duration_s: float = 0.0
+    nodeid: str = ""
+
+    def figure(self, name: str) -> Figure | None:
+        return next((f for f in self.figures if f.name == name), None)
+
+    def judge(self) -> tuple[Verdict, str]:
+        """pass only when every threshold's figure was measured, has enough samples and holds."""
+        if not self.thresholds:
+            return "error", "the profile gives this check no threshold"
+        failures = []
+        for t in self.thresholds:
+            f = self.figure(t.figure)
+            if f is None or f.value is None or (isinstance(f.value, float) and math.isnan(f.value)):
+                return "error", f"no measured figure for {t.figure!r}"
+            if f.n < f.min_n:
+                return "error", f"{t.figure}: only {f.n} samples, the check needs {f.min_n}"
+            if not t.holds(float(f.value)):
+                failures.append(f"{t.figure} = {f.value:.4g}{(' ' + f.unit) if f.unit else ''}, needs {t}")
+        if failures:
+            return "fail", "; ".join(failures)
+        return "pass", ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "title": self.title, "group": self.group, "verdict": self.verdict, "reason": self.reason,
+            "figures": [f.to_json() for f in self.figures],
+            "thresholds": [{"figure": t.figure, "op": t.op, "value": t.value, "unit": t.unit, "text": str(t)}
+                           for t in self.thresholds],
+            "evidence": self.evidence, "diagnostics": self.diagnostics,
+            "started_at": self.started_at, "duration_s": round(self.duration_s, 3), "nodeid": self.nodeid,
+        }

@@ -1,0 +1,198 @@
+"""Locust load as a subprocess, parsed into Python.
+
+``import locust`` monkey-patches gevent into the process it is imported in,
+which breaks grpcio and ssl: Locust never runs inside pytest, only as a child
+process, and its results come back through files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ComponentError, ConfigError
+from .stats import summarize
+
+SHAPES = ("steady", "ramp", "spike")
+
+
+def locustfile() -> Path:
+    here = Path(__file__).resolve()
+    for cand in (here.parents[2] / "loadtests" / "locustfile.py", here.parent / "_templates" / "loadtests" / "locustfile.py"):
+        if cand.is_file():
+            return cand
+    raise ComponentError("loadtests/locustfile.py not found", hint="run from a meshbed checkout")
+
+
+@dataclass
+class Request:
+    ts: float
+    request_id: str
+    status: int
+    latency_ms: float
+    instances: tuple[str, ...]
+
+
+@dataclass
+class LoadResult:
+    requests: list[Request]
+    duration_s: float
+    locust_totals: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.requests)
+
+    @property
+    def failures(self) -> int:
+        return sum(1 for r in self.requests if r.status != 200)
+
+    @property
+    def error_rate_pct(self) -> float:
+        return math.nan if not self.requests else 100.0 * self.failures / self.n
+
+    @property
+    def rps(self) -> float:
+        return self.n / self.duration_s if self.duration_s > 0 else math.nan
+
+    def between(self, t0: float, t1: float) -> list[Request]:
+        return [r for r in self.requests if t0 <= r.ts < t1]
+
+    def history(self) -> list[dict[str, float]]:
+        """Per-second rows: t (s from start), rps, failures, p50/p95 latency (ms)."""
+        if not self.requests:
+            return []
+        start = self.requests[0].ts
+        buckets: dict[int, list[Request]] = {}
+        for r in self.requests:
+            buckets.setdefault(int(r.ts - start), []).append(r)
+        rows = []
+        for sec in range(0, max(buckets) + 1):
+            rs = buckets.get(sec, [])
+            lat = summarize([r.latency_ms for r in rs])
+            rows.append({"t": sec, "ts": start + sec, "rps": len(rs), "failures": sum(1 for r in rs if r.status != 200),
+                         "p50_ms": None if not rs else round(lat.p50, 2), "p95_ms": None if not rs else round(lat.p95, 2)})
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        lat = summarize([r.latency_ms for r in self.requests])
+        return {"requests": self.n, "failures": self.failures, "error_rate_pct": self.error_rate_pct,
+                "rps": round(self.rps, 2), "latency_ms": lat.to_json(), "duration_s": round(self.duration_s, 2),
+                "locust_totals": self.locust_totals}
+
+
+class LoadRun:
+    """A bounded Locust run in the background: ``with LoadRun(url, ...) as run: ...; run.result()``."""
+
+    def __init__(self, host_url: str, workdir: Path, *, users: int = 10, user_rps: float = 4.0,
+                 duration_s: float = 30.0, shape: str = "steady", path: str = "/") -> None:
+        if shape not in SHAPES:
+            raise ConfigError(f"load shape {shape!r} is not one of {', '.join(SHAPES)}")
+        if users < 1 or user_rps <= 0 or duration_s <= 0:
+            raise ConfigError("load needs users >= 1, user_rps > 0 and duration_s > 0")
+        self.host_url, self.workdir = host_url, workdir
+        self.users, self.user_rps, self.duration_s, self.shape, self.path = users, user_rps, duration_s, shape, path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._t0 = 0.0
+        self._result: LoadResult | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.request_log = workdir / "requests.csv"
+        self.json_file = workdir / "locust.json"
+        self.log_file = workdir / "locust.log"
+
+    def __enter__(self) -> "LoadRun":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.request_log.unlink(missing_ok=True)
+        env = dict(os.environ, MESHBED_SHAPE=self.shape, MESHBED_USERS=str(self.users),
+                   MESHBED_USER_RPS=str(self.user_rps), MESHBED_DURATION_S=str(self.duration_s),
+                   MESHBED_PATH=self.path, MESHBED_REQUEST_LOG=str(self.request_log))
+        argv = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--headless", "--host", self.host_url,
+                "--only-summary", "--loglevel", "WARNING", "--json-file", str(self.json_file.with_suffix("")),
+                "--stop-timeout", "5"]
+        log = open(self.log_file, "ab")
+        self._t0 = time.time()
+        self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        log.close()
+
+    def wait_started(self, timeout: float = 15.0) -> None:
+        """Until the first request is logged (Locust takes ~1 s to boot)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.request_log.exists() and self.request_log.stat().st_size > 0:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise ComponentError(f"locust sent no request within {timeout:.0f}s", hint=f"see {self.log_file}")
+
+    def stop(self, timeout: float | None = None) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout=self.duration_s + 20 if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def result(self) -> LoadResult:
+        self.stop()
+        if self._result is None:
+            self._result = LoadResult(parse_request_log(self.request_log), time.time() - self._t0,
+                                      _totals(self.json_file))
+            if self._result.n == 0:
+                raise ComponentError("locust sent no request", hint=f"see {self.log_file}")
+            self._result.duration_s = self._result.requests[-1].ts - self._result.requests[0].ts or self.duration_s
+        return self._result
+
+
+def parse_request_log(path: Path) -> list[Request]:
+    out = []
+    if not path.exists():
+        return out
+    with open(path, newline="") as fh:
+        for row in csv.reader(fh):
+            if len(row) < 5:
+                continue
+            try:
+                out.append(Request(float(row[0]), row[1], int(row[2]), float(row[3]),
+                                   tuple(x for x in row[4].split("|") if x)))
+            except ValueError:
+                continue
+    out.sort(key=lambda r: r.ts)
+    return out
+
+
+def _totals(json_file: Path) -> dict[str, Any]:
+    for cand in (json_file, json_file.with_suffix(".json"), Path(str(json_file) + ".json")):
+        if cand.exists():
+            try:
+                data = json.loads(cand.read_text())
+            except ValueError:
+                return {}
+            rows = data if isinstance(data, list) else data.get("stats", [])
+            tot = {"num_requests": 0, "num_failures": 0}
+            for r in rows:
+                tot["num_requests"] += int(r.get("num_requests", 0))
+                tot["num_failures"] += int(r.get("num_failures", 0))
+            return tot
+    return {}
