@@ -28,7 +28,7 @@ USER_RPS = float(os.environ.get("MESHBED_USER_RPS", "4"))
 DURATION = float(os.environ.get("MESHBED_DURATION_S", "30"))
 SHAPE = os.environ.get("MESHBED_SHAPE", "steady")
 LOG_PATH = os.environ.get("MESHBED_REQUEST_LOG", "")
-_log = open(LOG_PATH, "a", buffering=1 << 16) if LOG_PATH else None
+_log = open(LOG_PATH, "a", buffering=1) if LOG_PATH else None  # line-buffered: LoadRun.wait_started polls the file size
 
 
 def _instances(body: bytes) -> str:

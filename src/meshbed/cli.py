@@ -20,7 +20,7 @@ from .settings import Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    cli = {k: getattr(args, k, None) for k in ("runtime", "topology", "state_dir", "ready_timeout")}
+    cli = {k: getattr(args, k, None) for k in ("runtime", "topology", "state_dir", "ready_timeout", "controlplane")}
     return Settings.build(cli=cli)
 
 
@@ -37,6 +37,11 @@ def cmd_provision(args: argparse.Namespace) -> int:
     progress = Progress()
     build_missing(args.only or None, progress)
     progress("all components present; `meshbed doctor` lists them")
+    if args.docker:
+        from .images import ensure_images
+        from .runtime.docker import client
+        for kind, tag in ensure_images(client(), progress).items():
+            progress(f"docker image for {kind}: {tag}")
     return 0
 
 
@@ -52,6 +57,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             problems.append(f"{name}: missing: {fix_hint(b)}")
     rows.append({"component": "python", "version": sys.version.split()[0], "pinned": ">=3.11",
                  "source": "interpreter", "path": sys.executable})
+    from .runtime.docker import engine_status
+    docker_ok, docker_line = engine_status()
+    rows.append({"component": "docker", "version": docker_line if docker_ok else "-", "pinned": "-",
+                 "source": "engine" if docker_ok else "unreachable", "path": os.environ.get("DOCKER_HOST")})
+    if not docker_ok:
+        # only the docker runtime needs it: reported, but not a failure of doctor
+        print(f"meshbed doctor: {docker_line} (needed only for --runtime docker)", file=sys.stderr)
     if args.json:
         print(json.dumps({"components": rows, "problems": problems}, indent=2))
     else:
@@ -101,6 +113,7 @@ def _up_detached(args: argparse.Namespace, settings: Settings) -> int:
             "--ready-timeout", str(settings.ready_timeout)]
     if args.state_dir:
         argv += ["--state-dir", str(args.state_dir)]
+    argv += ["--controlplane", settings.controlplane]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, cwd=os.getcwd())
     log.close()
@@ -230,6 +243,18 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_convergence, bench_startup
+    settings = _settings(args)
+    progress = Progress()
+    if args.what == "startup":
+        out = bench_startup(settings, args.n, progress)
+    else:
+        out = bench_convergence(settings, args.n, progress)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
 # -- entry point -------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("provision", help="build the missing Go components into the cache")
     sp.add_argument("--only", action="append", choices=["consul", "jaeger", "toxiproxy"], help="build only these")
+    sp.add_argument("--docker", action="store_true", help="also build the local images of the docker runtime")
     sp.set_defaults(fn=cmd_provision)
 
     sp = sub.add_parser("doctor", help="show each component, its version and where it comes from")
@@ -254,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--detach", action="store_true", help="return once ready; `meshbed down` tears it down")
     sp.add_argument("--json", action="store_true", help="print the endpoints as one JSON object")
     sp.add_argument("--ready-timeout", type=float, help="seconds to wait for each start-up phase (default 90)")
+    sp.add_argument("--controlplane", help="'reference' (default) or a command template for your control plane, "
+                                           "with {xds_host} {xds_port} {consul_url} placeholders")
     common(sp)
     sp.set_defaults(fn=cmd_up)
 
@@ -262,8 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-f", dest="topology")
     sp.add_argument("--runtime")
     sp.add_argument("--ready-timeout", type=float)
+    sp.add_argument("--controlplane")
     common(sp)
     sp.set_defaults(fn=cmd_supervise)
+
+    sp = sub.add_parser("bench", help="benchmarks: startup time, convergence time (medians over N)")
+    sp.add_argument("what", choices=["startup", "convergence"])
+    sp.add_argument("-n", type=int, default=5, help="runs (startup) or changes (convergence); default 5")
+    sp.add_argument("-f", "--file", dest="topology", help="topology YAML (default examples/basic.yaml)")
+    sp.add_argument("--runtime")
+    sp.add_argument("--controlplane")
+    common(sp)
+    sp.set_defaults(fn=cmd_bench)
 
     sp = sub.add_parser("status", help="show detached meshes")
     sp.add_argument("--json", action="store_true")

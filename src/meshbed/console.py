@@ -24,7 +24,7 @@ def endpoints_table(ep: dict[str, Any]) -> str:
     rows = [
         ("run", f"{ep['run_id']}  ({ep['runtime']}, topology {ep['topology']})"),
         ("ingress", ep.get("ingress_url") or "-"),
-        ("control plane", f"xds {ep['controlplane']['xds']}  debug {ep['controlplane']['debug_url']}"),
+        ("control plane", f"xds {ep['controlplane']['xds']}  debug {ep['controlplane'].get('debug_url') or '-'}"),
         ("consul", ep["consul_url"]),
         ("jaeger query", ep["jaeger_query_url"]),
         ("toxiproxy api", ep["toxiproxy_api"]),

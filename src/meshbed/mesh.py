@@ -90,6 +90,13 @@ class Mesh:
         assert self.ingress is not None
         return self.ingress.url("outbound")
 
+    @property
+    def cp_debug_url(self) -> str | None:
+        """The reference control plane's debug API (push log); None for other control planes."""
+        if self.wiring.settings.controlplane != "reference":
+            return None
+        return self.controlplane.url("http")
+
     def consul_client(self) -> ConsulClient:
         return ConsulClient(self.consul.url("http"))
 
@@ -188,7 +195,8 @@ class Mesh:
             "topology": self.topology.name,
             "ingress_url": self.ingress_url if self.ingress else None,
             "envoy_admin": {n: h.url("admin") for n, h in self.envoys.items()},
-            "controlplane": {"xds": self.controlplane.address("xds"), "debug_url": self.controlplane.url("http")},
+            "controlplane": {"xds": self.controlplane.address("xds"), "debug_url": self.cp_debug_url,
+                             "kind": self.wiring.settings.controlplane},
             "consul_url": self.consul.url("http"),
             "jaeger_query_url": self.jaeger.url("query_http"),
             "jaeger_otlp": {"grpc": self.jaeger.address("otlp_grpc"), "http": self.jaeger.url("otlp_http")},
@@ -254,7 +262,11 @@ def bring_up(topology: Topology, settings: Settings, progress: Progress = lambda
         done()
 
         done = _phase(timings, "control plane", progress)
-        cp = runtime.start(cp_c.spec(ports, f"http://{consul_for_cp}", bind))
+        if settings.controlplane == "reference":
+            cp_spec = cp_c.spec(ports, f"http://{consul_for_cp}", bind)
+        else:
+            cp_spec = cp_c.external_spec(settings.controlplane, ports, f"http://{consul_for_cp}", bind)
+        cp = runtime.start(cp_spec)
         mesh.controlplane = cp
         wiring.cp_xds = f"{ih('controlplane')}:{cp.spec.ports['xds']}"
         wait_all([cp], settings.ready_timeout)

@@ -30,6 +30,7 @@ OPTIONS = {
     "profile": ("conformance profile YAML with thresholds (default examples/profiles/default.yaml)", None),
     "state_dir": ("where run directories live (default ~/.cache/meshbed/runs)", None),
     "ready_timeout": ("seconds to wait for each start-up phase (default 90)", None),
+    "controlplane": ("control plane under test: 'reference' or a command template with {xds_port} and {consul_url}", None),
     "results": ("where to write the conformance results JSON (default reports/conformance.json)", None),
 }
 
@@ -160,8 +161,11 @@ def _describe_environment(config: pytest.Config, mesh, settings) -> None:
     from . import __version__
     from .provision.binaries import find_all
     comps = {n: {"version": b.version(), "source": b.source, "path": str(b.path)} for n, b in find_all().items()}
-    comps["controlplane"] = {"version": f"meshbed-reference {__version__}", "source": "meshbed.controlplane",
-                             "path": mesh.controlplane.url("http")}
+    if settings.controlplane == "reference":
+        comps["controlplane"] = {"version": f"meshbed-reference {__version__}", "source": "meshbed.controlplane",
+                                 "path": mesh.controlplane.url("http")}
+    else:
+        comps["controlplane"] = {"version": "external", "source": "command", "path": settings.controlplane}
     collector.environment.update({"runtime": settings.runtime, "components": comps})
     topo = mesh.topology
     collector.topology = {

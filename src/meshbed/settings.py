@@ -30,6 +30,9 @@ class Settings:
     ready_timeout: float = 90.0
     envoy_log_level: str = "warning"
     envoy_concurrency: int = 1
+    # "reference" (meshbed's own) or a command template for your control
+    # plane: "my-cp --ads {xds_host}:{xds_port} --consul {consul_url}"
+    controlplane: str = "reference"
 
     def __post_init__(self) -> None:
         if self.ready_timeout <= 0:

@@ -16,8 +16,10 @@ def _has_leader(h: Handle) -> object:
 
 def spec(binary: Path, ports: PortAllocator, run_id: str, host: str = "127.0.0.1") -> ComponentSpec:
     p = {name: ports.take() for name in ("http", "serf_lan", "serf_wan", "server")}
+    # in a container 0.0.0.0 is refused as a cluster bind address: use the container's own IP
+    bind = '{{ GetInterfaceIP "eth0" }}' if host == "0.0.0.0" else host
     argv = [
-        str(binary), "agent", "-dev", "-bind", host, "-client", host, "-node", f"meshbed-{run_id}",
+        str(binary), "agent", "-dev", "-bind", bind, "-client", host, "-node", f"meshbed-{run_id}",
         "-http-port", str(p["http"]), "-dns-port", "-1", "-grpc-port", "-1",
         "-serf-lan-port", str(p["serf_lan"]), "-serf-wan-port", str(p["serf_wan"]),
         "-server-port", str(p["server"]), "-hcl", "ports { grpc_tls = -1 }", "-log-level", "warn",

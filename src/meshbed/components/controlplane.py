@@ -22,3 +22,38 @@ def spec(ports: PortAllocator, consul_url: str, host: str = "127.0.0.1") -> Comp
         ready=_ready, ready_what="the control plane's first Consul sync (GET /healthz)",
         ready_hint="see the controlplane log in the run directory", stop_timeout=3.0,
     )
+
+
+def _xds_listening(h: Handle) -> object:
+    import socket
+    with socket.create_connection(("127.0.0.1", h.spec.ports["xds"]), timeout=1):
+        return True
+
+
+def external_spec(template: str, ports: PortAllocator, consul_url: str, host: str = "127.0.0.1") -> ComponentSpec:
+    """Your own control plane, run and faulted by meshbed like its own.
+
+    ``template`` is a command line with placeholders: {xds_host} {xds_port}
+    (where it must serve ADS), {consul_url}, and optionally {http_port} (a
+    port it may use for anything, e.g. a debug API). Readiness is its xDS
+    port accepting connections; Envoys' /ready then proves it serves config.
+    """
+    import shlex
+
+    from ..errors import ConfigError
+    p = {"xds": ports.take(), "http": ports.take()}
+    if "{xds_port}" not in template:
+        raise ConfigError("controlplane command must contain {xds_port} (where it serves ADS)",
+                          hint='e.g. --controlplane "my-cp --ads {xds_host}:{xds_port} --consul {consul_url}"')
+    try:
+        argv = shlex.split(template.format(xds_host=host, xds_port=p["xds"], http_port=p["http"], consul_url=consul_url))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"controlplane command: bad placeholder or quoting: {exc}",
+                          hint="placeholders: {xds_host} {xds_port} {http_port} {consul_url}") from None
+    if "{http_port}" not in template:
+        del p["http"]
+    return ComponentSpec(
+        name="controlplane", kind="controlplane", argv=argv, ports=p, host=host, pod="controlplane",
+        ready=_xds_listening, ready_what="the control plane's xDS port to accept connections",
+        ready_hint="see the controlplane log in the run directory", stop_timeout=3.0,
+    )

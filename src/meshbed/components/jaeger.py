@@ -67,4 +67,6 @@ def spec(binary: Path, ports: PortAllocator, host: str = "127.0.0.1") -> Compone
         files={"jaeger.yaml": CONFIG.format(host=host, **p)}, ready=_ready,
         ready_what="Jaeger's query API (GET /api/v3/services)",
         ready_hint="see the jaeger log in the run directory",
+        # in-memory storage: nothing to flush, and it lingers 5 s on SIGTERM
+        stop_timeout=1.0,
     )

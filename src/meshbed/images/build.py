@@ -287,6 +287,20 @@ def _build_layered(client: Any, spec: ImageSpec, progress: Progress) -> None:
                                  hint="`meshbed provision --docker` rebuilds; see `docker images meshbed/*`") from exc
 
 
+def _prune_siblings(client: Any, tag: str) -> None:
+    """Hash-tagged repos (pydeps, python) would grow with every source edit: drop older tags."""
+    repo = tag.partition(":")[0]
+    if repo not in ("meshbed/pydeps", "meshbed/python"):
+        return
+    for img in client.images.list(name=repo):
+        for t in img.tags:
+            if t != tag:
+                try:
+                    client.images.remove(t)
+                except Exception:  # noqa: BLE001 - in use by a running mesh, or a child image: keep it
+                    pass
+
+
 def _ensure(client: Any, spec: ImageSpec, progress: Progress) -> str:
     img = _current(client, spec)
     if img is None:
@@ -297,6 +311,7 @@ def _ensure(client: Any, spec: ImageSpec, progress: Progress) -> str:
             progress(f"building image {spec.tag} ...")
             _build_layered(client, spec, progress)
         progress(f"built {spec.tag} in {time.monotonic() - start:.1f}s")
+        _prune_siblings(client, spec.tag)
         img = _current(client, spec)
         if img is None:
             raise ComponentError(f"image {spec.tag} was built but does not carry its inputs label")

@@ -3,4 +3,9 @@
 from .base import ComponentSpec, Handle, Runtime, register_runtime, runtime_factory, runtime_names
 from .process import ProcessRuntime
 
+try:  # registers the "docker" runtime and its sweeper; the docker SDK itself is imported lazily
+    from . import docker as _docker  # noqa: F401
+except ImportError:  # pragma: no cover - a broken install must not break the process runtime
+    pass
+
 __all__ = ["ComponentSpec", "Handle", "Runtime", "ProcessRuntime", "register_runtime", "runtime_factory", "runtime_names"]

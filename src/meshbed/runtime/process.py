@@ -123,14 +123,26 @@ class ProcessRuntime(Runtime):
         return h
 
     def close(self) -> None:
-        # apps first (they deregister from Consul), then proxies, then infrastructure
-        order = {"app": 0, "envoy": 1, "controlplane": 2, "toxiproxy": 3, "jaeger": 4, "consul": 5}
-        errors = []
-        for h in sorted(reversed(self.handles), key=lambda h: order.get(h.kind, 9)):
+        # apps first (they deregister from Consul), then proxies, then the
+        # control plane and infrastructure; each group stops in parallel
+        order = {"app": 0, "envoy": 1, "controlplane": 2, "toxiproxy": 3, "jaeger": 3, "consul": 4}
+        groups: dict[int, list[ProcessHandle]] = {}
+        for h in self.handles:
+            groups.setdefault(order.get(h.kind, 9), []).append(h)
+        errors: list[str] = []
+
+        def stop(h: ProcessHandle) -> None:
             try:
                 h.stop()
             except Exception as exc:  # noqa: BLE001 - keep stopping the rest
                 errors.append(f"{h.name}: {exc}")
+
+        for _, hs in sorted(groups.items()):
+            threads = [threading.Thread(target=stop, args=(h,), daemon=True) for h in hs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30)
         self.handles.clear()
         if errors:
             raise ComponentError("some components did not stop cleanly: " + "; ".join(errors))

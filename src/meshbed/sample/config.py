@@ -72,6 +72,14 @@ class SampleConfig:
     quiet: bool = False
     register_timeout: float = 10.0
     downstream_timeout: float = 30.0
+    check_host: str = ""
+
+    @property
+    def check_address(self) -> HostPort:
+        """Where Consul dials the health check: --check-host (a container's IP), else the listen address."""
+        if self.check_host:
+            return HostPort(self.check_host, self.listen.port)
+        return self.listen.reachable
 
     @property
     def advertised(self) -> HostPort:
@@ -110,6 +118,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--downstream-timeout", type=float, default=30.0,
         help="total timeout per downstream call, seconds",
     )
+    p.add_argument(
+        "--check-host", default=os.environ.get("MESHBED_CHECK_HOST", ""),
+        help="host Consul uses for the health check (default: the listen address; env MESHBED_CHECK_HOST)",
+    )
     return p
 
 
@@ -147,4 +159,5 @@ def parse_args(argv: Sequence[str] | None = None) -> SampleConfig:
         quiet=ns.quiet,
         register_timeout=ns.register_timeout,
         downstream_timeout=ns.downstream_timeout,
+        check_host=ns.check_host,
     )

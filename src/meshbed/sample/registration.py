@@ -40,7 +40,7 @@ def service_definition(config: SampleConfig) -> dict[str, Any]:
         "Check": {
             "CheckID": f"{config.instance}-http",
             "Name": "http",
-            "HTTP": f"http://{config.listen.reachable}/healthz",
+            "HTTP": f"http://{config.check_address}/healthz",
             "Interval": "1s",
             "Timeout": "1s",
             "Status": "passing",
