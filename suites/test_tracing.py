@@ -74,8 +74,7 @@ class Collected:
         return list(self.reports.values())
 
 
-def collect(mesh, answers: list[Answer], expected, *, deadline: float = 45.0, settle: float = 4.0,
-            must_be_complete: bool = True) -> Collected:
+def collect(mesh, answers: list[Answer], expected, *, deadline: float = 45.0, settle: float = 4.0) -> Collected:
     """Fetch each answer's trace until every one is complete, or nothing new arrived for ``settle`` s.
 
     A request whose answer names no trace id gets a report with no spans (incomplete).
@@ -100,9 +99,9 @@ def collect(mesh, answers: list[Answer], expected, *, deadline: float = 45.0, se
             spans = jaeger.trace(tid)
             got[rid] = spans
             reports[rid] = traces.analyze(spans, tid, expected, rid)
-            if reports[rid].complete and must_be_complete:
+            if reports[rid].complete:
                 del todo[rid]
-        if not todo or (not must_be_complete and state["polls"] > 1 and False):
+        if not todo:
             return True
         n = sum(len(got[r]) for r in got)
         now = time.monotonic()
