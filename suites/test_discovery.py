@@ -132,3 +132,164 @@ def test_disc2_deregister_under_load(mesh, check, load):
     check.evidence("late_request_samples", late)
     _load_evidence(check, res)
     check.judge()
+
+
+def _consul_status_at(consul, service: str, instance: str, status: str, deadline: float = 10.0) -> float:
+    """Wall-clock time of the first 10 ms poll where Consul reports ``instance`` with ``status``."""
+    def probe():
+        return any(i.id == instance and i.status == status for i in consul.instances(service))
+    return wait.until(probe, deadline, interval=0.01, clock=time.time,
+                      what=f"consul to report {instance} {status}").first_ok_at
+
+
+@pytest.mark.quick
+@pytest.mark.check("DISC-3")
+def test_disc3_health_flip(mesh, check, consul):
+    """A backend instance's health goes critical, then passing again: it leaves, then rejoins, the healthy set.
+
+    Two ways to flip, alternating per repeat (param ``methods``):
+    - ``maintenance``: Consul maintenance mode (adds a critical check); t0 = the API call.
+    - ``app``: the instance fails its own HTTP health check (POST /meshbed/health); Consul's
+      1 s check interval decides when it turns critical, so t0 = the first 10 ms poll of
+      Consul's health API that shows the new status (the moment the change is in Consul).
+    leave/rejoin = seconds from t0 until each subscribed Envoy's healthy set lacks/has it.
+    """
+    repeats = int(check.param("repeats", 3))
+    methods = list(check.param("methods", ["maintenance", "app"]))
+    deadline = 10.0
+    service = "backend"
+    insts = mesh.instances_of(service)
+    subs = _subscribers_view(mesh, service)
+    leave: list[float] = []
+    rejoin: list[float] = []
+    rounds = []
+    for i in range(repeats * len(methods)):
+        method = methods[i % len(methods)]
+        inst = insts[i % len(insts)]
+        addr = mesh.advertised[inst]
+        flipped = False
+        try:
+            if method == "maintenance":
+                t0 = time.time()
+                consul.maintenance(inst, True, reason="meshbed-DISC-3")
+            else:
+                _post(mesh, inst, "/meshbed/health", {"healthy": False})
+                t0 = _consul_status_at(consul, service, inst, "critical")
+            flipped = True
+            out = convergence.converge_times(subs, convergence.lacks_healthy_host(service, addr), t0, deadline)
+            if method == "maintenance":
+                t1 = time.time()
+                consul.maintenance(inst, False)
+            else:
+                _post(mesh, inst, "/meshbed/health", {"healthy": True})
+                t1 = _consul_status_at(consul, service, inst, "passing")
+            flipped = False
+            back = convergence.converge_times(subs, convergence.has_host(service, addr, healthy=True), t1, deadline)
+        finally:
+            if flipped:  # restore on any failure in between
+                consul.maintenance(inst, False)
+                _post(mesh, inst, "/meshbed/health", {"healthy": True})
+        leave += [deadline if v is None else v for v in out.values()]
+        rejoin += [deadline if v is None else v for v in back.values()]
+        rounds.append({"method": method, "instance": inst, "address": addr, "t_critical": t0, "t_passing": t1,
+                       "leave_s": out, "rejoin_s": back,
+                       "cp_eds_ack_leave_s": convergence.cp_ack_times(mesh.controlplane.url("http"), t0, "EDS")})
+    sl, sr = summarize(leave), summarize(rejoin)
+    need = repeats * len(methods) * len(subs)
+    check.figure("leave_p99", sl.p99, "s", sl.n, "envoy admin /clusters", min_n=need)
+    check.figure("rejoin_p99", sr.p99, "s", sr.n, "envoy admin /clusters", min_n=need)
+    check.figure("leave_p50", sl.p50, "s", sl.n, "envoy admin /clusters")
+    check.figure("rejoin_p50", sr.p50, "s", sr.n, "envoy admin /clusters")
+    check.evidence("convergence_s", {"leave": sl.to_json(), "rejoin": sr.to_json()})
+    check.evidence("rounds", rounds)
+    check.judge()
+
+
+def _subscriptions(mesh) -> dict[str, tuple[str, ...]]:
+    """Envoy node -> the services it subscribes to."""
+    out: dict[str, list[str]] = {}
+    for svc in mesh.topology.services:
+        for node in mesh.subscribers(svc):
+            out.setdefault(node, []).append(svc)
+    return {n: tuple(s) for n, s in out.items()}
+
+
+@pytest.mark.check("DISC-4")
+def test_disc4_churn_storm(mesh, check, load, consul):
+    """Random register/deregister at ``events_per_s`` for ``duration_s`` under load.
+
+    Churned: every frontend and backend instance plus ``extra_backends`` scaled-up backends,
+    one Churn per service (keep_at_least=1 each, so no service is ever empty), the rate split
+    by instance count. settle_time = seconds from the storm's last event until the slowest
+    subscribed Envoy's endpoint set equals Consul's catalog exactly (addresses and EDS health;
+    Consul read right after the last event). nacks = rejected xDS updates in every Envoy's
+    stats (cds/lds/rds update_rejected + cluster.*.update_rejected), before vs after; the CP's
+    push-log NACKs are evidence. error_rate = Locust failures over the whole run.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from meshbed.chaos.churn import Churn
+    from meshbed.mesh import wait_converged
+    from meshbed.observe import discovery_helpers as dh
+
+    rate = float(check.param("events_per_s", 5))
+    duration = float(check.param("duration_s", 30))
+    rps = float(check.param("rps", 40))
+    extra = int(check.param("extra_backends", 2))
+    include_health = bool(check.param("include_health", False))
+    deadline = 15.0
+    for _ in range(extra):
+        mesh.add_instance("backend")
+    wait_converged(mesh, 30)
+    subs = _subscriptions(mesh)
+    admin = {n: h.url("admin") for n, h in mesh.envoys.items() if n in subs}
+    everyone = {n: h.url("admin") for n, h in mesh.envoys.items()}
+    pools = {s: mesh.instances_of(s) for s in ("frontend", "backend")}
+    total = sum(len(v) for v in pools.values())
+    churns = [Churn(mesh, insts, rate * len(insts) / total, duration, seed=i + 1, keep_at_least=1)
+              for i, insts in enumerate(pools.values())]
+    rejected_before = dh.rejected_updates(everyone)
+    with load(rps=rps, duration_s=duration + deadline + 6) as run:
+        run.wait_started()
+        t_start = time.time()
+        try:
+            with ThreadPoolExecutor(len(churns)) as pool:
+                for f in [pool.submit(c.run, include_health) for c in churns]:
+                    f.result()
+            events = sorted((e for c in churns for e in c.events), key=lambda e: e.ts)
+            t_last = events[-1].ts
+            expected = {s: dh.consul_endpoints(consul, s) for s in pools}
+            settle = dh.converge_each(admin, {n: dh.matches({s: expected[s] for s in svcs})
+                                              for n, svcs in subs.items()}, t_last, deadline)
+            t_settled = time.time()
+            final = {n: {s: sorted(f"{a} {h}" for a, h in eps) for s, eps in dh.envoy_endpoints(u, subs[n]).items()}
+                     for n, u in admin.items()}
+        finally:
+            for c in churns:
+                c.restore()
+        run.proc and run.proc.send_signal(2)  # SIGINT: the settle is measured, end the load early
+    res = run.result()
+    wait_converged(mesh, 30)
+    rejected_after = dh.rejected_updates(everyone)
+    nacks = dh.rejected_delta(rejected_before, rejected_after)
+    cp_nacks = dh.cp_events(mesh.controlplane.url("http"), t_start, event="nack")
+    window = res.between(t_start, t_settled)
+    fails = sum(1 for r in window if r.status != 200)
+    vals = [deadline if v is None else v for v in settle.values()]
+    check.figure("settle_time", max(vals), "s", len(vals), "envoy admin /clusters vs consul catalog",
+                 min_n=len(subs))
+    check.figure("nacks", sum(nacks.values()), "nacks", len(nacks), "envoy stats *update_rejected",
+                 min_n=len(everyone))
+    check.figure("error_rate", 100.0 * fails / len(window) if window else None, "%", len(window),
+                 "locust request log", min_n=int(rps * duration * 0.5))
+    check.figure("events", len(events), "events", len(events), "churn log")
+    check.evidence("settle_s", settle)
+    check.evidence("expected_from_consul", {s: sorted(f"{a} {h}" for a, h in eps) for s, eps in expected.items()})
+    check.evidence("envoy_endpoints_at_settle", final)
+    check.evidence("churn_events", [{"ts": e.ts, "action": e.action, "instance": e.instance} for e in events])
+    check.evidence("rejected_updates", {"before": rejected_before, "after": rejected_after, "delta": nacks})
+    check.evidence("cp_nack_events", cp_nacks[:50])
+    check.evidence("failed_requests", [{"ts": r.ts, "status": r.status, "instances": list(r.instances)}
+                                       for r in window if r.status != 200][:50])
+    _load_evidence(check, res)
+    check.judge()

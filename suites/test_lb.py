@@ -148,6 +148,36 @@ def backend_of(answer) -> str:
         return ""
 
 
+def wait_passing(mesh, instances: list[str], passing: bool = True, deadline: float = 20.0) -> float:
+    """Wait until Consul has each instance registered and passing (or not passing); seconds waited."""
+    t0 = time.monotonic()
+    want = {mesh.advertised[i] for i in instances}
+
+    def probe() -> bool:
+        st = {i.address: i.status for i in mesh.consul_client().instances(SERVICE)}
+        bad = [a for a in want if (st.get(a) == "passing") != passing]
+        if bad:
+            raise wait.NotYet(f"consul status of {bad}: {[st.get(a) for a in bad]}")
+        return True
+
+    wait.until(probe, deadline, interval=0.1, what=f"consul to show {instances} {'passing' if passing else 'not passing'}")
+    return time.monotonic() - t0
+
+
+@contextlib.contextmanager
+def scaled(mesh, count: int = 1, **kw: Any) -> Iterator[list[str]]:
+    """``count`` extra backend instances for the block (passing in Consul), removed after."""
+    added: list[str] = []
+    try:
+        for _ in range(count):
+            added.append(mesh.add_instance(SERVICE, **kw))
+        wait_passing(mesh, added)
+        yield added
+    finally:
+        for inst in added:
+            mesh.remove_instance(inst)
+
+
 @contextlib.contextmanager
 def policy(mesh, check, pol: ServicePolicy, service: str = SERVICE) -> Iterator[policy_control.Applied]:
     """Apply a policy for the block (evidence: how long each Envoy took); baseline restored after."""
@@ -213,4 +243,224 @@ def test_lb2_least_request_avoids_slow_endpoint(mesh, check, toxi, fault_log):
     check.evidence("source_disagreement_pct", disagreement_pct(env, app))
     check.figure("slow_share_ratio", max(ratio_env, ratio_app), "", served,
                  f"worse of {ENVOY_SRC} / {APP_SRC}; share of the slow endpoint / (1/N)", min_n=n_req)
+    check.judge()
+
+
+@pytest.mark.check("LB-3")
+def test_lb3_weighted_canary_split(mesh, check):
+    """Weighted clusters by version (v1 90 / v2 10): the observed split is within +-2 pp."""
+    n_req = int(check.param("requests", 5000))
+    conc = int(check.param("concurrency", 4))
+    weights = {str(k): int(v) for k, v in (check.param("weights") or {"v1": 90, "v2": 10}).items()}
+    wsum = sum(weights.values())
+    with scaled(mesh, version="v2") as (canary,):
+        insts = sorted(mesh.instances_of(SERVICE))
+        version = {i: mesh.instances[i].version for i in insts}
+        assert set(version.values()) == set(weights), f"versions {version} vs weights {weights}"
+        with policy(mesh, check, ServicePolicy(lb_policy="ROUND_ROBIN", weights=weights)):
+            c = Counter(mesh, insts)
+            batch = drive(mesh.ingress_url, n_req, concurrency=conc, keep_body=False)
+            env, app, raw = c.settle()
+    expected = {v: w / wsum for v, w in weights.items()}
+
+    def by_version(counts: dict[str, int]) -> dict[str, int]:
+        out = {v: 0 for v in weights}
+        for i, n in counts.items():
+            out[version[i]] += n
+        return out
+
+    ve, va = by_version(env), by_version(app)
+    se, sa = spread_stats(ve, expected), spread_stats(va, expected)
+    # Envoy's own view per weighted cluster (backend~v1 / backend~v2), summed over the frontends
+    per_cluster: dict[str, int] = {}
+    for per in raw.values():
+        for cname, hosts in per.items():
+            per_cluster[cname] = per_cluster.get(cname, 0) + sum(h["rq_total"] for h in hosts.values())
+    served = sum(env.values())
+    check.evidence("requests", outcome(batch))
+    check.evidence("canary", {"instance": canary, "versions": version, "weights": weights})
+    check.evidence("envoy_by_version", se)
+    check.evidence("instances_by_version", sa)
+    check.evidence("envoy_by_cluster", per_cluster)
+    check.evidence("envoy_by_instance", env)
+    check.evidence("instances_by_instance", app)
+    check.evidence("envoy_per_frontend", raw)
+    check.evidence("source_disagreement_pct", disagreement_pct(env, app))
+    check.figure("split_dev", max(se["max_dev_pp"], sa["max_dev_pp"]), "pp", served,
+                 f"worse of {ENVOY_SRC} / {APP_SRC}, by version", min_n=n_req)
+    check.judge()
+
+
+
+def _drive_keys(mesh, keys: int, per_key: int, conc: int, header: str) -> tuple[Batch, dict[str, dict[str, int]]]:
+    """``per_key`` requests for each of ``keys`` header values; {key: {backend instance: requests}}.
+
+    The key also goes into the path (/lb4/<key>), which the answer body echoes, so every answer
+    is tied to its key; the body's downstream entry names the backend instance that served it.
+    """
+    n = keys * per_key
+    key = [f"user-{i % keys}" for i in range(n)]
+    batch = drive(mesh.ingress_url, n, concurrency=conc, headers=lambda i: {header: key[i]},
+                  path=lambda i: f"/lb4/{key[i]}")
+    per: dict[str, dict[str, int]] = {}
+    for a in batch.answers:
+        if not 200 <= a.status < 300:
+            continue
+        k = a.json().get("path", "").rsplit("/", 1)[-1]
+        b = backend_of(a)
+        if k and b:
+            per.setdefault(k, {})
+            per[k][b] = per[k].get(b, 0) + 1
+    return batch, per
+
+
+def _modal(per: dict[str, dict[str, int]]) -> dict[str, str]:
+    return {k: max(c, key=lambda i: (c[i], i)) for k, c in per.items()}
+
+
+def _gone_from_envoys(mesh, address: str, deadline: float = 10.0) -> float:
+    t0 = time.monotonic()
+    subs = {n: h.url("admin") for n, h in mesh.subscribers(SERVICE).items()}
+
+    def probe() -> bool:
+        left = [n for n, u in subs.items()
+                if any(x.address == address for x in envoy_admin.clusters(u).get(SERVICE, []))]
+        if left:
+            raise wait.NotYet(f"{address} still listed by {left}")
+        return True
+
+    wait.until(probe, deadline, interval=0.02, what=f"{address} to leave every subscriber")
+    return time.monotonic() - t0
+
+
+@pytest.mark.check("LB-4")
+def test_lb4_consistent_hash_on_header(mesh, check):
+    """RING_HASH / MAGLEV on x-user: a key sticks to one endpoint; removing 1 of N moves ~1/N of keys."""
+    keys = int(check.param("keys", 200))
+    per_key = int(check.param("requests_per_key", 5))
+    conc = int(check.param("concurrency", 4))
+    header = str(check.param("hash_header", "x-user"))
+    algorithms = [str(a).upper() for a in (check.param("algorithms") or ["RING_HASH", "MAGLEV"])]
+    insts = sorted(mesh.instances_of(SERVICE))
+    n_ep = len(insts)
+    victim = insts[-1]
+    results: dict[str, Any] = {}
+    for algo in algorithms:
+        r: dict[str, Any] = {}
+        with policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy=algo, hash_header=header)) as a:
+            r["policy"] = a.to_json()
+            c = Counter(mesh, insts)
+            b1, per1 = _drive_keys(mesh, keys, per_key, conc, header)
+            env, app, _ = c.settle()
+            r["before"] = {"requests": outcome(b1), "envoy": env, "instances": app,
+                           "source_disagreement_pct": disagreement_pct(env, app)}
+            hits = sum(sum(v.values()) for v in per1.values())
+            r["affinity_pct"] = rate_pct(sum(max(v.values()) for v in per1.values()), hits)
+            r["affinity_n"] = hits
+            r["split_keys"] = {k: v for k, v in per1.items() if len(v) > 1}
+            try:
+                _post(mesh, victim, "/meshbed/deregister")
+                r["removal_converged_s"] = _gone_from_envoys(mesh, mesh.advertised[victim])
+                c2 = Counter(mesh, insts)
+                b2, per2 = _drive_keys(mesh, keys, per_key, conc, header)
+                env2, app2, _ = c2.settle()
+            finally:
+                _post(mesh, victim, "/meshbed/register")
+                wait_passing(mesh, [victim])
+                policy_control.wait_endpoints(mesh, SERVICE, policy_control.current(mesh, SERVICE))
+            r["after"] = {"requests": outcome(b2), "envoy": env2, "instances": app2, "removed": victim}
+            m1, m2 = _modal(per1), _modal(per2)
+            common = sorted(set(m1) & set(m2))
+            moved = [k for k in common if m1[k] != m2[k]]
+            on_victim = [k for k in common if m1[k] == victim]
+            r["keys_compared"] = len(common)
+            r["keys_moved"] = len(moved)
+            r["keys_on_removed_endpoint"] = len(on_victim)
+            r["moved_not_from_removed"] = len([k for k in moved if m1[k] != victim])
+            r["moved_fraction"] = len(moved) / len(common) if common else float("nan")
+            r["keys_moved_norm"] = r["moved_fraction"] * n_ep
+            r["keys_per_endpoint_before"] = {i: sum(1 for k in m1 if m1[k] == i) for i in insts}
+        results[algo] = r
+    check.evidence("algorithms", results)
+    check.evidence("hash_header", header)
+    worst_aff = min(results.values(), key=lambda r: r["affinity_pct"])
+    worst_mv = max(results.values(), key=lambda r: r["keys_moved_norm"])
+    check.figure("key_affinity", worst_aff["affinity_pct"], "%", worst_aff["affinity_n"],
+                 f"answer bodies (backend instance per request), worst of {algorithms}", min_n=keys * per_key)
+    check.figure("keys_moved_norm", worst_mv["keys_moved_norm"], "", worst_mv["keys_compared"],
+                 f"answer bodies, moved keys x N (N={n_ep}) after removing 1 endpoint, worst of {algorithms}",
+                 min_n=keys)
+    check.judge()
+
+
+def _set_health(mesh, instances: list[str], healthy: bool) -> None:
+    for i in instances:
+        _post(mesh, i, "/meshbed/health", {"healthy": healthy})
+
+
+def _wait_eds_health(mesh, addresses: set[str], healthy: bool, deadline: float = 15.0) -> float:
+    """Wait until every subscriber lists ``addresses`` as (un)healthy in the service's cluster."""
+    t0 = time.monotonic()
+    subs = {n: h.url("admin") for n, h in mesh.subscribers(SERVICE).items()}
+
+    def probe() -> bool:
+        bad = []
+        for n, u in subs.items():
+            hosts = {x.address: x for x in envoy_admin.clusters(u).get(SERVICE, [])}
+            bad += [f"{n}:{a}" for a in addresses if a not in hosts or hosts[a].healthy != healthy]
+        if bad:
+            raise wait.NotYet(f"not yet {'healthy' if healthy else 'unhealthy'}: {bad[:6]}")
+        return True
+
+    wait.until(probe, deadline, interval=0.02, what=f"{sorted(addresses)} {'healthy' if healthy else 'unhealthy'} "
+               "in every subscriber", hint="the Consul health check runs every 1 s")
+    return time.monotonic() - t0
+
+
+@pytest.mark.quick
+@pytest.mark.check("LB-5")
+def test_lb5_priority_failover(mesh, check):
+    """All priority-0 endpoints fail (Consul health critical): traffic moves to priority 1."""
+    n_req = int(check.param("requests", 400))
+    n_sec = int(check.param("secondaries", 2))
+    conc = int(check.param("concurrency", 4))
+    primaries = sorted(mesh.instances_of(SERVICE))
+    with scaled(mesh, n_sec, priority=1) as secondaries:
+        insts = primaries + secondaries
+        with policy(mesh, check, ServicePolicy(lb_policy="ROUND_ROBIN")):
+            prio = {x.hostname: x.priority for x in envoy_admin.clusters(
+                next(iter(mesh.subscribers(SERVICE).values())).url("admin")).get(SERVICE, [])}
+            check.evidence("priorities_in_envoy", prio)
+            c0 = Counter(mesh, insts)
+            b0 = drive(mesh.ingress_url, 100, concurrency=conc, keep_body=False)
+            env0, app0, _ = c0.settle()
+            check.evidence("before_failure", {"requests": outcome(b0), "envoy": env0, "instances": app0})
+            try:
+                _set_health(mesh, primaries, False)
+                t_fail = time.monotonic()
+                ejected_s = _wait_eds_health(mesh, {mesh.advertised[i] for i in primaries}, healthy=False)
+                check.evidence("primaries_unhealthy_in_every_envoy_s", round(ejected_s, 3))
+                c = Counter(mesh, insts)
+                batch = drive(mesh.ingress_url, n_req, concurrency=conc, keep_body=False)
+                env, app, raw = c.settle()
+            finally:
+                _set_health(mesh, primaries, True)
+                wait_passing(mesh, primaries)
+                _wait_eds_health(mesh, {mesh.advertised[i] for i in primaries}, healthy=True)
+    sec_env = rate_pct(sum(env[i] for i in secondaries), sum(env.values()))
+    sec_app = rate_pct(sum(app[i] for i in secondaries), sum(app.values()))
+    errors = batch.n - batch.ok
+    check.evidence("requests", outcome(batch))
+    check.evidence("secondaries", secondaries)
+    check.evidence("envoy", env)
+    check.evidence("instances", app)
+    check.evidence("envoy_per_frontend", raw)
+    check.evidence("secondary_share_by_source", {"envoy": sec_env, "instances": sec_app})
+    check.evidence("source_disagreement_pct", disagreement_pct(env, app))
+    check.figure("error_rate_after_ejection", rate_pct(errors, batch.n), "%", batch.n,
+                 "client answers (non-2xx) after every subscriber marked the primaries unhealthy", min_n=n_req)
+    check.figure("secondary_share", min(sec_env, sec_app), "%", sum(env.values()),
+                 f"worse of {ENVOY_SRC} / {APP_SRC}", min_n=n_req)
+    check.figure("failover_s", ejected_s, "s", len(mesh.subscribers(SERVICE)),
+                 "envoy admin /clusters: health flipped -> primaries unhealthy in every subscriber")
     check.judge()

@@ -146,3 +146,75 @@ def test_trace1_complete_traces_under_steady_load(mesh, check):
     check.evidence("defects", traces.problem_counts(col.list))
     check.evidence("incomplete_examples", _examples(col))
     check.judge()
+
+
+def _tag_problems(spans: list[Span], calls: dict[str, tuple[str, ...]], entry: str) -> list[str]:
+    """Tags every span must carry, and that they name the right cluster and instance.
+
+    Envoy spans: upstream_cluster (ingress -> the entry service, outbound -> the called
+    service, inbound -> local_app) and node_id; a service server span: meshbed.instance,
+    equal to the node_id of the sidecar inbound span that is its parent.
+    """
+    out = traces.untagged(spans, calls)
+    by_id = {s.span_id: s for s in spans}
+    children: dict[str, list[Span]] = {}
+    for s in spans:
+        children.setdefault(s.parent_id, []).append(s)
+    for s in spans:
+        up = s.attributes.get("upstream_cluster")
+        if s.service == traces.INGRESS:
+            want = {entry}
+        elif s.service.endswith(traces.SIDECAR_SUFFIX) and s.kind == traces.SERVER:
+            want = {"local_app"}
+        elif s.service.endswith(traces.SIDECAR_SUFFIX) and s.kind == traces.CLIENT:
+            want = set(calls.get(s.service[: -len(traces.SIDECAR_SUFFIX)], ()))
+        else:
+            want = None
+        if want is not None and up not in want:
+            out.append(f"{s.service}/{s.kind} {s.span_id}: upstream_cluster {up!r}, expected one of {sorted(want)}")
+        if s.kind == traces.SERVER and s.service in calls:
+            parent = by_id.get(s.parent_id)
+            if parent is not None and parent.attributes.get("node_id") != s.attributes.get("meshbed.instance"):
+                out.append(f"{s.service} {s.span_id}: instance {s.attributes.get('meshbed.instance')!r} under "
+                           f"sidecar of {parent.attributes.get('node_id')!r}")
+    return out
+
+
+@pytest.mark.quick
+@pytest.mark.check("TRACE-2")
+def test_trace2_propagation_through_app_hops(mesh, check):
+    """Service spans are children of their sidecar's inbound span; cluster and instance are tagged."""
+    n = int(check.param("requests", 50))
+    calls = _calls(mesh)
+    entry = mesh.topology.ingress[0].service
+    expected = _expected(mesh)
+    batch = drive(mesh.ingress_url, n, concurrency=4, timeout=10)
+    col = collect(mesh, batch.answers, expected)
+    parented = total = 0
+    tagged_spans = all_spans = 0
+    problems: list[str] = []
+    for rid, spans in col.spans.items():
+        ok, tot = traces.service_parented(spans, calls)
+        parented, total = parented + ok, total + tot
+        bad = _tag_problems(spans, calls, entry)
+        bad_ids = {p.split(" ")[1].rstrip(":") for p in bad}
+        relevant = [s for s in spans if s.service == traces.INGRESS or s.service.endswith(traces.SIDECAR_SUFFIX)
+                    or (s.service in calls and s.kind == traces.SERVER)]
+        all_spans += len(relevant)
+        tagged_spans += sum(1 for s in relevant if s.span_id not in bad_ids)
+        problems += bad
+    # every request must contribute its service spans: missing traces count against both figures
+    want_service_spans = n * sum(1 for (k, _), c in expected.items() if k[0] in calls and k[1] == traces.SERVER)
+    want_tagged = n * sum(1 for (k, _), c in expected.items() if k[0] == traces.INGRESS
+                          or k[0].endswith(traces.SIDECAR_SUFFIX) or (k[0] in calls and k[1] == traces.SERVER))
+    check.figure("service_parented", rate_pct(parented, max(total, want_service_spans)), "%",
+                 total, "jaeger /api/v3/traces", min_n=want_service_spans)
+    check.figure("tagged", rate_pct(tagged_spans, max(all_spans, want_tagged)), "%", all_spans,
+                 "jaeger /api/v3/traces", min_n=want_tagged)
+    check.figure("completeness", traces.completeness_pct(col.list), "%", len(col.list), "jaeger /api/v3/traces")
+    check.evidence("traffic", {"requests": batch.n, "by_status": batch.by_status()})
+    check.evidence("spans", {"service_server": total, "parented": parented, "checked_for_tags": all_spans,
+                             "tagged": tagged_spans})
+    check.evidence("tag_problems", problems[:20])
+    check.evidence("incomplete_examples", _examples(col))
+    check.judge()

@@ -58,7 +58,12 @@ def test_app_and_sidecar_share_one_network_namespace(dmesh):
     assert mode_a.startswith("container:") and mode_a == sidecar.container.attrs["HostConfig"]["NetworkMode"]
     pause = _docker().containers.get(mode_a.split(":", 1)[1])
     assert pause.labels[LABEL_RUN] == mesh.run_id and pause.labels["meshbed"] == "1"
-    published = pause.attrs["HostConfig"]["PortBindings"]
+    # every port of the pod is published by its pause container (or, when the mesh did not
+    # announce the pod's ports up front, by a forwarder container of the same pod)
+    published = {}
+    for c in _containers(mesh.run_id):
+        if c.labels.get("meshbed.pod") == "backend-0":
+            published.update(c.attrs["HostConfig"].get("PortBindings") or {})
     for port in [*app.spec.ports.values(), *sidecar.spec.ports.values()]:
         assert published[f"{port}/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
     assert mesh.runtime.internal_host("backend-0") in pause.attrs["NetworkSettings"]["Networks"][f"meshbed-{mesh.run_id}"]["IPAddress"]

@@ -52,6 +52,26 @@ def pytest_configure(config: pytest.Config) -> None:
     from .checks.results import ResultsCollector
     config.stash[RESULTS_KEY] = ResultsCollector()
     config.stash[MESHES_KEY] = []
+    _sigterm_unwinds()
+
+
+def _sigterm_unwinds() -> None:
+    """SIGTERM (CI timeouts, `kill`) unwinds like Ctrl-C, so fixtures tear meshes down."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def handler(signum, frame):  # noqa: ANN001
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, handler)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # fixtures normally tear meshes down; this covers an interrupted session
+    for mesh in config.stash.get(MESHES_KEY, []):
+        try:
+            mesh.runtime.close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
 
 
 def _check_id(item: pytest.Item) -> str | None:

@@ -169,3 +169,15 @@ def post(url: str, body: Any = None, timeout: float = 5.0) -> None:
     r = httpc.request("POST", url, body, timeout=timeout)
     if r.status != 200:
         raise OSError(f"POST {url}: HTTP {r.status}: {r.text[:100]}")
+
+
+def converge_each(admin_urls: dict[str, str], expect_by_node: dict[str, Any], t0: float,
+                  deadline_s: float, interval: float = 0.01) -> dict[str, float | None]:
+    """Like convergence.converge_times, but with one expectation per Envoy (all polled concurrently)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .convergence import converge_times
+    with ThreadPoolExecutor(max_workers=max(1, len(admin_urls))) as pool:
+        futs = {n: pool.submit(converge_times, {n: u}, expect_by_node[n], t0, deadline_s, interval)
+                for n, u in admin_urls.items()}
+        return {n: f.result()[n] for n, f in futs.items()}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from ..errors import ComponentError
@@ -109,12 +111,27 @@ class ProcessHandle(Handle):
         return d
 
 
+_LIVE: "weakref.WeakSet[ProcessRuntime]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_runtimes() -> None:
+    # last line of defence (an interpreter exiting on an unhandled error or
+    # Ctrl-C outside any context manager): nothing we started survives us
+    for rt in list(_LIVE):
+        try:
+            rt.close()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+
+
 @register_runtime("process")
 class ProcessRuntime(Runtime):
     def __init__(self, run_dir: Path, state: RunState | None = None) -> None:
         super().__init__(run_dir)
         self.state = state
         self.handles: list[ProcessHandle] = []
+        _LIVE.add(self)
 
     def start(self, spec: ComponentSpec) -> ProcessHandle:
         h = ProcessHandle(spec, self.run_dir / spec.name, self.state)

@@ -1,0 +1,243 @@
+"""`meshbed run`: bring the mesh up, run the conformance suites, write the reports, tear down.
+
+pytest runs as a child process: the meshbed plugin's session fixture brings
+the mesh up and tears it down, and the plugin writes the results JSON at
+session end. This module then completes the JSON (phase timings, how it was
+run), renders the HTML from it and prints a summary table.
+
+Exit code: 0 when every selected check passed (skipped checks are reported
+but are not failures), 1 when any check failed or errored or nothing could be
+judged, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+from .errors import ConfigError
+from .settings import Settings
+
+RESULTS_NAME = "conformance.json"
+HTML_NAME = "conformance.html"
+JUNIT_NAME = "junit.xml"
+
+
+@dataclass
+class RunOptions:
+    topology: str | None = None
+    profile: str | None = None
+    runtime: str | None = None
+    markers: str | None = None
+    keyword: str | None = None
+    out_dir: str | None = None
+    state_dir: str | None = None
+    ready_timeout: float | None = None
+    suites: str | None = None
+    pytest_args: list[str] = field(default_factory=list)
+
+
+def repo_root(start: Path | None = None) -> Path | None:
+    """The checkout holding suites/: next to the package's pyproject (editable install), else at/above the cwd."""
+    cwd = (start or Path.cwd()).resolve()
+    for cand in (Path(__file__).resolve().parents[2], cwd, *cwd.parents):
+        if (cand / "pyproject.toml").is_file() and (cand / "suites").is_dir():
+            return cand
+    return None
+
+
+def suites_dir(explicit: str | None = None) -> Path:
+    if explicit:
+        p = Path(explicit).resolve()
+        if not p.exists():
+            raise ConfigError(f"{explicit}: suites directory not found")
+        return p
+    root = repo_root()
+    if root is None:
+        raise ConfigError("no suites/ directory found next to meshbed's pyproject.toml or above the current directory",
+                          hint="run `meshbed run` from a meshbed checkout, or pass --suites DIR")
+    return root / "suites"
+
+
+def _existing(value: str | Path, what: str, explicit: bool, root: Path | None) -> Path:
+    """A given path is taken relative to the cwd; a default one falls back to the checkout."""
+    p = Path(value)
+    if p.is_absolute() or p.exists() or explicit or root is None:
+        if not p.exists():
+            raise ConfigError(f"{value}: {what} not found")
+        return p.resolve()
+    alt = root / p
+    if not alt.exists():
+        raise ConfigError(f"{value}: {what} not found (looked in {Path.cwd()} and {root})")
+    return alt
+
+
+@dataclass
+class Plan:
+    settings: Settings
+    topology: Path
+    profile: Path
+    suites: Path
+    out_dir: Path
+    results: Path
+    html: Path
+    junit: Path
+    argv: list[str]
+    cwd: Path
+
+
+def plan(opts: RunOptions) -> Plan:
+    """Validate the inputs (ConfigError on anything wrong) and build the pytest command line."""
+    cli = {"runtime": opts.runtime, "topology": opts.topology, "profile": opts.profile, "out_dir": opts.out_dir,
+           "state_dir": opts.state_dir, "ready_timeout": opts.ready_timeout}
+    settings = Settings.build(cli=cli)
+    suites = suites_dir(opts.suites)
+    root = repo_root()
+    topology = _existing(settings.topology, "topology file", bool(opts.topology or os.environ.get("MESHBED_TOPOLOGY")), root)
+    profile = _existing(settings.profile, "profile", bool(opts.profile or os.environ.get("MESHBED_PROFILE")), root)
+    # fail fast, with the loaders' one-line messages, before anything starts
+    from .checks.profile import load as load_profile
+    from .runtime import runtime_names
+    from .topology import load as load_topology
+    load_topology(topology)
+    load_profile(profile)
+    if settings.runtime not in runtime_names():
+        raise ConfigError(f"unknown runtime {settings.runtime!r}; available: {', '.join(runtime_names())}")
+    out_dir = Path(settings.out_dir).resolve()
+    results, html, junit = out_dir / RESULTS_NAME, out_dir / HTML_NAME, out_dir / JUNIT_NAME
+    argv = [sys.executable, "-m", "pytest", str(suites), "-p", "no:locust", "-p", "no:cacheprovider",
+            "--meshbed-topology", str(topology), "--meshbed-profile", str(profile),
+            "--meshbed-runtime", settings.runtime, "--meshbed-results", str(results),
+            "--meshbed-ready-timeout", str(settings.ready_timeout), "--junitxml", str(junit)]
+    if str(settings.state_dir) not in ("", "."):
+        argv += ["--meshbed-state-dir", str(Path(settings.state_dir).resolve())]
+    if opts.markers:
+        argv += ["-m", opts.markers]
+    if opts.keyword:
+        argv += ["-k", opts.keyword]
+    argv += list(opts.pytest_args)
+    cwd = root if root is not None and suites.is_relative_to(root) else suites.parent
+    return Plan(settings, topology, profile, suites, out_dir, results, html, junit, argv, cwd)
+
+
+def _run_pytest(p: Plan, stream: TextIO) -> int:
+    """pytest in the foreground, its output straight to the terminal; Ctrl-C/SIGTERM let it tear down."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(p.argv, cwd=p.cwd, env=env)
+    old = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # pytest tears the mesh down on KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    interrupted = False
+    try:
+        while True:
+            try:
+                return proc.wait() if not interrupted else 130
+            except KeyboardInterrupt:
+                # the child got the same SIGINT (same process group): wait for its teardown
+                interrupted = True
+                print("meshbed run: interrupted; waiting for pytest to tear the mesh down", file=stream, flush=True)
+                try:
+                    proc.wait(timeout=120)
+                except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                    proc.kill()
+                    proc.wait()
+                return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _cell(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def summary_table(doc: dict[str, Any]) -> str:
+    from .report import key_figures
+    rows = [("ID", "CHECK", "FIGURE", "THRESHOLD", "VERDICT")]
+    for c in doc.get("checks") or []:
+        kf = key_figures(c)
+        fig = f"{kf[0]['name']} = {kf[0]['text']}" if kf else "-"
+        thr = kf[0]["threshold"] if kf else "-"
+        if len(kf) > 1:
+            fig += f" (+{len(kf) - 1})"
+        verdict = c.get("verdict", "").upper()
+        if c.get("verdict") != "pass" and c.get("reason"):
+            verdict += f": {c['reason']}"
+        rows.append((str(c.get("id")), _cell(str(c.get("title")), 44), _cell(fig, 40), _cell(thr, 16), _cell(verdict, 90)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  " + "  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)
+
+
+def run(opts: RunOptions, stream: TextIO = sys.stdout) -> int:
+    from . import report
+    p = plan(opts)
+    p.out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (p.results, p.html):  # never report a previous run's results as this one's
+        stale.unlink(missing_ok=True)
+    print(f"meshbed run: {p.topology.name} on {p.settings.runtime}, profile {p.profile.name}, suites {p.suites}"
+          + (f", -m {opts.markers!r}" if opts.markers else ""), file=stream, flush=True)
+    t0 = time.monotonic()
+    rc = _run_pytest(p, stream)
+    suites_s = time.monotonic() - t0
+    if rc == 130:
+        print("meshbed run: interrupted", file=sys.stderr)
+        return 130
+    if rc == 4:  # pytest usage error: bad -m expression, unknown option...
+        raise ConfigError(f"pytest rejected the arguments (exit 4): {' '.join(p.argv[3:])}")
+    if not p.results.exists():
+        why = "no test was selected" if rc == 5 else f"pytest exited with {rc} before any check was judged"
+        print(f"meshbed run: no results: {why}; nothing to report", file=sys.stderr)
+        return 1
+    doc = report.load_document(p.results)
+    doc.setdefault("phases", {})["suites (pytest wall time, incl. mesh up/down)"] = round(suites_s, 3)
+    doc["run"] = {"argv": [str(a) for a in p.argv[1:]], "pytest_exit_code": rc, "markers": opts.markers,
+                  "suites_dir": str(p.suites), "junit_xml": str(p.junit), "html": str(p.html)}
+    t1 = time.monotonic()
+    report.render_html(doc)
+    doc["phases"]["report render"] = round(time.monotonic() - t1, 3)
+    report.write_json(doc, p.results)
+    report.write_html(doc, p.html)
+
+    s = doc.get("summary") or {}
+    print("\n" + summary_table(doc), file=stream)
+    counts = f"{s.get('pass', 0)} pass, {s.get('fail', 0)} fail, {s.get('error', 0)} error, {s.get('skipped', 0)} skipped"
+    if s.get("skipped"):
+        counts += " (skipped checks are not failures, but were not verified)"
+    print(f"\nmeshbed run: {counts}; {len(s.get('not_run') or [])} catalog checks not selected", file=stream)
+    print(f"  report: {p.html}\n  json:   {p.results}\n  junit:  {p.junit}", file=stream, flush=True)
+    verdict = s.get("verdict")
+    if verdict == "pass" and rc == 0:
+        print("meshbed run: PASS", file=stream, flush=True)
+        return 0
+    if verdict == "pass":
+        print(f"meshbed run: FAIL: every check passed but pytest exited with {rc} (see its output above)", file=stream, flush=True)
+    elif verdict == "none":
+        print("meshbed run: FAIL: no check ran to a verdict", file=stream, flush=True)
+    else:
+        print("meshbed run: FAIL", file=stream, flush=True)
+    return 1
+
+
+def render(json_path: str | Path, out: str | Path | None = None) -> Path:
+    """`meshbed report`: re-render the HTML from a results JSON."""
+    from . import report
+    doc = report.load_document(json_path)
+    out = Path(out) if out else Path(json_path).with_suffix(".html")
+    return report.write_html(doc, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - convenience: python -m meshbed.run
+    from .cli import main as cli_main
+    return cli_main(["run", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
