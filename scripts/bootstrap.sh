@@ -18,4 +18,17 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/meshbed provision
+if [ "${MESHBED_DOCKER:-0}" = 1 ]; then
+  # the docker runtime: an engine (Debian's docker.io, dockerd started here if not running) and local images
+  if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    (nohup dockerd >/var/log/dockerd.log 2>&1 &)
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || { echo "bootstrap: dockerd did not come up; see /var/log/dockerd.log" >&2; exit 1; }
+  fi
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[docker]'
+  .venv/bin/meshbed provision --docker
+fi
 .venv/bin/meshbed doctor

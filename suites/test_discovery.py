@@ -293,3 +293,289 @@ def test_disc4_churn_storm(mesh, check, load, consul):
                                        for r in window if r.status != 200][:50])
     _load_evidence(check, res)
     check.judge()
+
+
+def _cp_link_fault(kind: str, toxi, proxies: list[str], log, latency_ms: int, timeout_ms: int):
+    """One fault on every Envoy<->control-plane proxy at once (both directions for toxics)."""
+    import contextlib
+
+    from meshbed.chaos import faults
+
+    stack = contextlib.ExitStack()
+    for p in proxies:
+        if kind == "down":
+            stack.enter_context(faults.link_down(toxi, p, log=log))
+            continue
+        for stream in ("downstream", "upstream"):
+            if kind == "reset_peer":
+                stack.enter_context(faults.reset_peer(toxi, p, stream=stream, log=log))
+            elif kind == "timeout":
+                stack.enter_context(faults.timeout(toxi, p, timeout_ms, stream=stream, log=log))
+            elif kind == "latency":
+                stack.enter_context(faults.latency(toxi, p, latency_ms, stream=stream, log=log))
+            else:
+                raise ValueError(f"unknown fault {kind!r}")
+    return stack
+
+
+def _first_sent(mesh, t0: float) -> dict[str, float]:
+    from meshbed.observe import discovery_helpers as dh
+    out: dict[str, float] = {}
+    for e in dh.cp_events(mesh.controlplane.url("http"), t0, event="sent"):
+        out.setdefault(str(e["node"]), round(float(e["ts"]) - t0, 4))
+    return out
+
+
+@pytest.mark.check("DISC-5")
+def test_disc5_control_plane_link_faults(mesh, check, load, toxi, fault_log):
+    """Faults on every Envoy<->control-plane link (Toxiproxy), one kind at a time, under load.
+
+    Per fault (reset_peer, timeout, latency, down; param ``faults``), on all control_plane proxies
+    at once for ``fault_s``: ~0.5 s in, one backend instance deregisters itself (a Consul change
+    during the fault). Measured:
+    - config_lost: Envoys (subscribers of frontend/backend) whose endpoint set, polled every
+      20 ms from fault start until the change converged, was ever anything but the last-known
+      set or that set minus the deregistered instance (e.g. empty);
+    - error_rate: Locust failures among requests started inside the fault windows;
+    - post_fault_convergence_max: slowest Envoy, over all faults, from the fault's end until the
+      deregistered instance is gone (0-ish when it already converged during the fault).
+    The instance is re-registered, and seen back everywhere, before the next fault.
+    """
+    from meshbed.observe import discovery_helpers as dh
+
+    kinds = list(check.param("faults", ["reset_peer", "timeout", "latency", "down"]))
+    fault_s = float(check.param("fault_s", 4))
+    rps = float(check.param("rps", 40))
+    latency_ms = int(check.param("latency_ms", 500))
+    timeout_ms = int(check.param("timeout_ms", 0))
+    deadline = float(check.param("deadline_s", 20))
+    service = "backend"
+    proxies = sorted(mesh.links["control_plane"].values())
+    subs = _subscriptions(mesh)
+    admin = {n: h.url("admin") for n, h in mesh.envoys.items() if n in subs}
+    bsubs = _subscribers_view(mesh, service)
+    insts = mesh.instances_of(service)
+    rounds = []
+    post: list[float] = []
+    lost_nodes: set[str] = set()
+    windows: list[tuple[float, float]] = []
+    with load(rps=rps, duration_s=len(kinds) * (fault_s + 3) + 5) as run, \
+            dh.EndpointPoller(admin, subs, interval=0.02) as poller:
+        run.wait_started()
+        for k, kind in enumerate(kinds):
+            inst = insts[k % len(insts)]
+            addr = mesh.advertised[inst]
+            baseline = {n: dh.envoy_endpoints(u, subs[n]) for n, u in admin.items()}
+            try:
+                with _cp_link_fault(kind, toxi, proxies, fault_log, latency_ms, timeout_ms):
+                    t_fault = time.time()
+                    time.sleep(0.5)
+                    t_change = time.time()
+                    _post(mesh, inst, "/meshbed/deregister")
+                    time.sleep(max(0.0, t_fault + fault_s - time.time()))
+                t_end = time.time()
+                windows.append((t_fault, t_end))
+                conv = convergence.converge_times(bsubs, convergence.lacks_host(service, addr), t_end, deadline)
+                t_conv = time.time()
+            finally:
+                _post(mesh, inst, "/meshbed/register")
+            back = convergence.converge_times(bsubs, convergence.has_host(service, addr), time.time(), deadline)
+            assert all(v is not None for v in back.values()), f"restore: {inst} never came back {back}"
+            post += [deadline if v is None else v for v in conv.values()]
+            # every state each Envoy showed from the fault's start until the change had converged
+            lost = {}
+            for n in admin:
+                allowed = {frozenset(baseline[n].items()),
+                           frozenset({s: frozenset(e for e in eps if e[0] != addr)
+                                      for s, eps in baseline[n].items()}.items())}
+                seen = [poller.state_at(n, t_fault)] + [s.endpoints for s in poller.between(n, t_fault, t_conv)]
+                bad = [s for s in seen if s is not None and frozenset(s.items()) not in allowed]
+                if bad:
+                    lost[n] = [{svc: sorted(f"{a} {h}" for a, h in eps) for svc, eps in b.items()} for b in bad[:5]]
+            lost_nodes |= set(lost)
+            converged_during = {n: any(all(e[0] != addr for e in s.endpoints.get(service, ()))
+                                       for s in poller.between(n, t_change, t_end)) for n in bsubs}
+            rounds.append({"fault": kind, "instance": inst, "address": addr, "t_fault": t_fault,
+                           "t_change": t_change, "t_end": t_end, "post_fault_convergence_s": conv,
+                           "converged_during_fault": converged_during, "unexpected_states": lost,
+                           # when each Envoy got config from the CP again after the fault (reconnect backoff)
+                           "cp_first_sent_after_end_s": _first_sent(mesh, t_end),
+                           "cp_events": dh.cp_events(mesh.controlplane.url("http"), t_fault)[:40]})
+        poll_log = poller.to_json()
+    res = run.result()
+    in_fault = [r for r in res.requests if any(a <= r.ts < b for a, b in windows)]
+    fails = sum(1 for r in in_fault if r.status != 200)
+    check.figure("error_rate", 100.0 * fails / len(in_fault) if in_fault else None, "%", len(in_fault),
+                 "locust request log (fault windows)", min_n=int(rps * fault_s * len(kinds) * 0.5))
+    check.figure("post_fault_convergence_max", max(post), "s", len(post), "envoy admin /clusters",
+                 min_n=len(kinds) * len(bsubs))
+    check.figure("config_lost", len(lost_nodes), "envoys", len(admin) * len(kinds), "envoy admin /clusters (20 ms)",
+                 min_n=len(admin) * len(kinds))
+    check.evidence("rounds", rounds)
+    check.evidence("endpoint_timeline", poll_log)
+    check.evidence("failed_requests", [{"ts": r.ts, "status": r.status, "latency_ms": r.latency_ms}
+                                       for r in in_fault if r.status != 200][:50])
+    _load_evidence(check, res)
+    check.judge()
+
+
+def _shrunk(baseline: dict, state: dict, allowed_gone: set[str]) -> bool:
+    """True when some service's healthy set lacks an address it had, other than ``allowed_gone``."""
+    from meshbed.observe import discovery_helpers as dh
+    for svc, eps in baseline.items():
+        missing = dh.healthy_of(eps) - dh.healthy_of(state.get(svc, frozenset()))
+        if missing - allowed_gone:
+            return True
+    return False
+
+
+@pytest.mark.check("DISC-6")
+def test_disc6_consul_outage(mesh, check, load, fault_log):
+    """Consul is paused (SIGSTOP) for ``outage_s`` under load, then resumed.
+
+    partial_pushes: every Envoy subscribed to frontend/backend is polled every 20 ms from the
+    pause until the post-resume change has converged; each observed endpoint-set change that
+    drops a healthy address (other than the one deregistered on purpose after the resume) counts
+    as one partial push (CP-agnostic; the reference CP's EDS pushes in the window are evidence).
+    convergence_after_return: the apps cannot reach a paused Consul, so the change is made right
+    after the resume: one backend instance deregisters itself, and the figure is the slowest
+    subscribed Envoy's time from the resume (SIGCONT) until that instance is gone -- it includes
+    the control plane noticing Consul is back. error_rate: Locust failures from pause to converged.
+    """
+    from meshbed.chaos import faults
+    from meshbed.observe import discovery_helpers as dh
+
+    outage_s = float(check.param("outage_s", 5))
+    rps = float(check.param("rps", 40))
+    deadline = float(check.param("deadline_s", 15))
+    service = "backend"
+    subs = _subscriptions(mesh)
+    admin = {n: h.url("admin") for n, h in mesh.envoys.items() if n in subs}
+    bsubs = _subscribers_view(mesh, service)
+    inst = mesh.instances_of(service)[0]
+    addr = mesh.advertised[inst]
+    cp = mesh.controlplane.url("http")
+    with load(rps=rps, duration_s=outage_s + deadline + 5) as run, \
+            dh.EndpointPoller(admin, subs, interval=0.02) as poller:
+        run.wait_started()
+        baseline = {n: dh.envoy_endpoints(u, subs[n]) for n, u in admin.items()}
+        deregistered = False
+        try:
+            with faults.paused(mesh.consul, log=fault_log):
+                t_pause = time.time()
+                time.sleep(outage_s)
+                t_resume = time.time()  # SIGCONT follows immediately
+            _post(mesh, inst, "/meshbed/deregister")
+            deregistered = True
+            t_change = time.time()
+            conv = convergence.converge_times(bsubs, convergence.lacks_host(service, addr), t_resume, deadline)
+            t_conv = time.time()
+            time.sleep(0.5)  # keep watching a little for a late partial push
+            t_watch_end = time.time()
+        finally:
+            if deregistered:
+                _post(mesh, inst, "/meshbed/register")
+        back = convergence.converge_times(bsubs, convergence.has_host(service, addr), time.time(), deadline)
+        assert all(v is not None for v in back.values()), f"restore: {inst} never came back {back}"
+        run.proc and run.proc.send_signal(2)  # SIGINT: measured; end the load early
+    res = run.result()
+    partial = {}
+    for n in admin:
+        bad = [s for s in poller.between(n, t_pause, t_watch_end) if _shrunk(baseline[n], s.endpoints, {addr})]
+        if bad:
+            partial[n] = [{"ts": s.ts, **{svc: sorted(f"{a} {h}" for a, h in eps) for svc, eps in s.endpoints.items()}}
+                          for s in bad[:5]]
+    window = res.between(t_pause, t_conv)
+    fails = sum(1 for r in window if r.status != 200)
+    vals = [deadline if v is None else v for v in conv.values()]
+    check.figure("partial_pushes", sum(len(v) for v in partial.values()), "pushes", len(admin),
+                 "envoy admin /clusters (20 ms)", min_n=len(admin))
+    check.figure("error_rate", 100.0 * fails / len(window) if window else None, "%", len(window),
+                 "locust request log (pause to converged)", min_n=int(rps * outage_s * 0.5))
+    check.figure("convergence_after_return", max(vals), "s", len(vals), "envoy admin /clusters",
+                 min_n=len(bsubs))
+    check.evidence("times", {"pause": t_pause, "resume": t_resume, "change": t_change, "converged": t_conv})
+    check.evidence("convergence_after_return_s", conv)
+    check.evidence("partial_states", partial)
+    check.evidence("cp_eds_sent_during_outage", dh.cp_events(cp, t_pause, event="sent", type_="EDS")[:50])
+    check.evidence("endpoint_timeline", poller.to_json(since=t_pause - 1))
+    check.evidence("failed_requests", [{"ts": r.ts, "status": r.status, "latency_ms": r.latency_ms}
+                                       for r in window if r.status != 200][:50])
+    _load_evidence(check, res)
+    check.judge()
+
+
+@pytest.mark.check("DISC-7")
+def test_disc7_control_plane_killed(mesh, check, load, fault_log):
+    """The control plane is killed (-9) under load, held down ``down_s``, restarted.
+
+    t_restart = the moment the restart is issued (end of the hold). Right after the CP is
+    ready again, one backend and one frontend instance deregister themselves (a change every
+    subscribed Envoy must pick up from the new CP process). Per Envoy: reconnect time
+    (control_plane.connected_state == 1, all Envoys) and, for subscribers, the time until the
+    change shows; reconverge_max = the slowest of all these, from t_restart. error_rate:
+    Locust failures from the kill until converged.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from meshbed.chaos import faults
+    from meshbed.observe import discovery_helpers as dh
+
+    down_s = float(check.param("down_s", 3))
+    rps = float(check.param("rps", 40))
+    deadline = float(check.param("deadline_s", 20))
+    everyone = {n: h.url("admin") for n, h in mesh.envoys.items()}
+    changes = {svc: mesh.instances_of(svc)[-1] for svc in ("backend", "frontend")}
+    subs_by_svc = {svc: _subscribers_view(mesh, svc) for svc in changes}
+    done: list[str] = []
+    with load(rps=rps, duration_s=down_s + deadline + 8) as run:
+        run.wait_started()
+        try:
+            with faults.stopped(mesh.controlplane, kill=True, log=fault_log):
+                t_kill = time.time()
+                time.sleep(down_s)
+                t_restart = time.time()  # restart issued on leaving the block, then ready-waited
+            t_ready = time.time()
+            for svc, inst in changes.items():
+                _post(mesh, inst, "/meshbed/deregister")
+                done.append(inst)
+            t_change = time.time()
+            with ThreadPoolExecutor(1 + len(subs_by_svc)) as pool:  # all measured at once, from t_restart
+                f_re = pool.submit(dh.times_until, everyone, dh.is_connected, t_restart, deadline)
+                f_conv = {svc: pool.submit(convergence.converge_times, subs,
+                                           convergence.lacks_host(svc, mesh.advertised[changes[svc]]),
+                                           t_restart, deadline)
+                          for svc, subs in subs_by_svc.items()}
+                reconnect = f_re.result()
+                conv = {svc: f.result() for svc, f in f_conv.items()}
+            t_conv = time.time()
+        finally:
+            for inst in done:
+                _post(mesh, inst, "/meshbed/register")
+        for svc, inst in changes.items():
+            back = convergence.converge_times(subs_by_svc[svc], convergence.has_host(svc, mesh.advertised[inst]),
+                                              time.time(), deadline)
+            assert all(v is not None for v in back.values()), f"restore: {inst} never came back {back}"
+        run.proc and run.proc.send_signal(2)  # SIGINT: measured; end the load early
+    res = run.result()
+    per_envoy: dict[str, float] = {}
+    for n, v in reconnect.items():
+        per_envoy[n] = deadline if v is None else v
+    for svc, times in conv.items():
+        for n, v in times.items():
+            per_envoy[n] = max(per_envoy.get(n, 0.0), deadline if v is None else v)
+    window = res.between(t_kill, t_conv)
+    fails = sum(1 for r in window if r.status != 200)
+    check.figure("reconverge_max", max(per_envoy.values()), "s", len(per_envoy),
+                 "envoy stats control_plane.connected_state + admin /clusters", min_n=len(everyone))
+    check.figure("error_rate", 100.0 * fails / len(window) if window else None, "%", len(window),
+                 "locust request log (kill to converged)", min_n=int(rps * down_s * 0.5))
+    check.evidence("times", {"kill": t_kill, "restart": t_restart, "ready": t_ready, "change": t_change,
+                             "converged": t_conv, "cp_ready_after_restart_s": t_ready - t_restart})
+    check.evidence("reconnect_s", reconnect)
+    check.evidence("change_convergence_s", {svc: {"instance": changes[svc], "per_envoy": t} for svc, t in conv.items()})
+    check.evidence("cp_first_sent_after_restart_s", _first_sent(mesh, t_restart))
+    check.evidence("failed_requests", [{"ts": r.ts, "status": r.status, "latency_ms": r.latency_ms}
+                                       for r in window if r.status != 200][:50])
+    _load_evidence(check, res)
+    check.judge()

@@ -464,3 +464,72 @@ def test_lb5_priority_failover(mesh, check):
     check.figure("failover_s", ejected_s, "s", len(mesh.subscribers(SERVICE)),
                  "envoy admin /clusters: health flipped -> primaries unhealthy in every subscriber")
     check.judge()
+
+
+_OD = "cluster.{}.outlier_detection."
+
+
+def _outlier_stats(mesh) -> dict[str, dict[str, int]]:
+    prefix = _OD.format(SERVICE)
+    out = {}
+    for n, h in mesh.subscribers(SERVICE).items():
+        st = envoy_admin.stats(h.url("admin"), regex=prefix.replace(".", r"\."))
+        out[n] = {k[len(prefix):]: v for k, v in st.items() if k.startswith(prefix)}
+    return out
+
+
+@pytest.mark.quick
+@pytest.mark.check("LB-6")
+def test_lb6_outlier_detection_ejects_5xx_endpoint(mesh, check):
+    """One endpoint answers 5xx: ejected after consecutive_5xx errors; retries keep clients whole."""
+    n_req = int(check.param("requests", 2000))
+    threshold = int(check.param("consecutive_5xx", 3))
+    conc = int(check.param("concurrency", 4))
+    insts = sorted(mesh.instances_of(SERVICE))
+    bad = insts[-1]
+    pol = ServicePolicy(
+        lb_policy="ROUND_ROBIN",
+        retries=Retries(retry_on="5xx,reset,connect-failure", num_retries=int(check.param("num_retries", 2))),
+        outlier_detection=OutlierDetection(consecutive_5xx=threshold, interval_ms=1000,
+                                           base_ejection_time_ms=int(check.param("base_ejection_time_ms", 10000)),
+                                           max_ejection_percent=50),
+    )
+    with policy(mesh, check, pol):
+        od0 = _outlier_stats(mesh)
+        c = Counter(mesh, insts)
+        try:
+            _post(mesh, bad, "/meshbed/fail", {"mode": "5xx", "ratio": 1.0})
+            batch = drive(mesh.ingress_url, n_req, concurrency=conc, keep_body=False)
+            env, app, raw = c.settle()
+            od1 = _outlier_stats(mesh)
+            ejected_now = {n: [x.hostname for x in envoy_admin.clusters(h.url("admin")).get(SERVICE, [])
+                               if x.outlier_ejected] for n, h in mesh.subscribers(SERVICE).items()}
+            bad_stats = httpc.get_json(mesh.apps[bad].url("http", "/meshbed/stats"), 5)
+        finally:
+            _post(mesh, bad, "/meshbed/fail", {"mode": "none"})
+    per_envoy: dict[str, Any] = {}
+    within = 0
+    total_ej = 0
+    for n in od1:
+        ej = od1[n].get("ejections_enforced_consecutive_5xx", 0) - od0.get(n, {}).get("ejections_enforced_consecutive_5xx", 0)
+        fails = raw.get(n, {}).get(SERVICE, {}).get(bad, {}).get("rq_total", 0)  # every answer of `bad` is a 503
+        ok = ej >= 1 and fails <= ej * threshold
+        total_ej += ej
+        within += ej if ok else 0
+        per_envoy[n] = {"ejections_enforced_consecutive_5xx": ej, "5xx_from_bad_endpoint": fails,
+                        "5xx_per_ejection": (fails / ej) if ej else None, "within_threshold": ok,
+                        "outlier_stats_delta": {k: v - od0.get(n, {}).get(k, 0) for k, v in od1[n].items()},
+                        "failed_outlier_check_at_end": ejected_now.get(n, [])}
+    check.evidence("requests", outcome(batch))
+    check.evidence("bad_endpoint", {"instance": bad, "fault": {"mode": "5xx", "ratio": 1.0},
+                                    "its_stats": {k: bad_stats.get(k) for k in ("requests", "by_status")}})
+    check.evidence("per_envoy", per_envoy)
+    check.evidence("envoy", env)
+    check.evidence("instances", app)
+    check.evidence("envoy_per_frontend", raw)
+    check.evidence("source_disagreement_pct", disagreement_pct(env, app))
+    check.figure("ejected_within_threshold", within, "ejection", total_ej,
+                 f"envoy /stats {_OD.format(SERVICE)}ejections_enforced_consecutive_5xx and per-host rq_total "
+                 "of the failing endpoint: ejections with <= consecutive_5xx 5xx answers each")
+    check.figure("client_success", rate_pct(batch.ok, batch.n), "%", batch.n, "client answers (2xx)", min_n=n_req)
+    check.judge()

@@ -77,16 +77,19 @@ class Collected:
 def collect(mesh, answers: list[Answer], expected, *, deadline: float = 45.0, settle: float = 4.0) -> Collected:
     """Fetch each answer's trace until every one is complete, or nothing new arrived for ``settle`` s.
 
-    A request whose answer names no trace id gets a report with no spans (incomplete).
+    ``expected`` is the edge multiset every trace must have, or a function of the answer
+    giving it (a request that failed at a hop has a shorter tree). A request whose answer
+    names no trace id gets a report with no spans (incomplete).
     """
+    want = expected if callable(expected) else (lambda a: expected)
     jaeger = JaegerClient(mesh.jaeger.url("query_http"))
-    todo: dict[str, tuple[str, str]] = {}
+    todo: dict[str, tuple[str, Any]] = {}
     reports: dict[str, traces.TraceReport] = {}
     untraceable = 0
     for a in answers:
         tid = _trace_id(a)
         if tid:
-            todo[a.request_id] = (tid, a.request_id)
+            todo[a.request_id] = (tid, want(a))
         else:
             untraceable += 1
             reports[a.request_id] = traces.TraceReport(trace_id="", request_id=a.request_id)
@@ -95,10 +98,10 @@ def collect(mesh, answers: list[Answer], expected, *, deadline: float = 45.0, se
 
     def probe() -> bool:
         state["polls"] += 1
-        for rid, (tid, _) in list(todo.items()):
+        for rid, (tid, exp) in list(todo.items()):
             spans = jaeger.trace(tid)
             got[rid] = spans
-            reports[rid] = traces.analyze(spans, tid, expected, rid)
+            reports[rid] = traces.analyze(spans, tid, exp, rid)
             if reports[rid].complete:
                 del todo[rid]
         if not todo:

@@ -105,3 +105,12 @@ def test_service_parented_and_tags():
                    {**s.attributes, "upstream_cluster": "x", "node_id": "n", "response_flags": "-",
                     "http.status_code": "200", "meshbed.instance": "i"}) for s in spans]
     assert traces.untagged(tagged, CALLS) == []
+
+
+def test_without_descendants_truncates_below_the_failed_hop():
+    e = traces.expected_edges(CALLS, "frontend")
+    t = traces.without_descendants(e, ("frontend-sidecar", 3))
+    assert sum(t.values()) == 5
+    assert (("frontend-sidecar", 3), ("frontend", 3)) in t
+    assert traces.analyze(good_trace()[:5], TID, t, RID).complete
+    assert traces.without_descendants(e, ("backend", 2)) == e

@@ -106,7 +106,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _up_detached(args: argparse.Namespace, settings: Settings) -> int:
     progress = Progress()
     sweep_orphans(settings.runs_dir)
-    state = RunState.create(settings.runs_dir, settings.runtime, str(settings.topology))
+    state = RunState.create(settings.runs_dir, settings.runtime, str(settings.topology), detached=True)
     log = open(state.run_dir / "supervisor.log", "ab")
     argv = [sys.executable, "-m", "meshbed.cli", "_supervise", "--run-dir", str(state.run_dir),
             "-f", str(settings.topology), "--runtime", settings.runtime,
@@ -233,8 +233,16 @@ def cmd_down(args: argparse.Namespace) -> int:
     settings = _settings(args)
     progress = Progress()
     runs = _active_runs(settings, args.run)
+    if not args.run:
+        # by default: detached meshes, and runs whose owner died; never a mesh
+        # that a live pytest session or foreground `meshbed up` still owns
+        owned = [r for r in runs if not r.data.get("detached") and r.supervisor_alive()]
+        for r in owned:
+            progress(f"run {r.run_id}: owned by live process {r.data['supervisor']['pid']}; "
+                     f"leaving it (stop that process, or `meshbed down --run {r.run_id}`)")
+        runs = [r for r in runs if r not in owned]
     if not runs:
-        progress("no active meshbed run")
+        progress("no detached meshbed run")
         return 0
     for r in runs:
         progress(f"run {r.run_id}: stopping")
@@ -252,6 +260,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         out = bench_convergence(settings, args.n, progress)
     print(json.dumps(out, indent=2))
+    return 0
+
+
+# -- run / report ------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .run import RunOptions, run
+    extra = list(args.pytest_args or [])
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    opts = RunOptions(topology=args.topology, profile=args.profile, runtime=args.runtime, markers=args.markers,
+                      keyword=args.keyword, out_dir=args.out, state_dir=args.state_dir, ready_timeout=args.ready_timeout,
+                      controlplane=args.controlplane, suites=args.suites, pytest_args=extra)
+    return run(opts)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .run import render
+    out = render(args.json_file, args.output)
+    print(f"meshbed report: {out}")
     return 0
 
 
@@ -303,13 +331,32 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(fn=cmd_bench)
 
+    sp = sub.add_parser("run", help="bring the mesh up, run the conformance suites, write reports/conformance.{html,json}")
+    sp.add_argument("-f", "--file", dest="topology", help="topology YAML (default examples/basic.yaml)")
+    sp.add_argument("--profile", help="conformance profile YAML (default examples/profiles/default.yaml)")
+    sp.add_argument("--runtime", help="process (default) or docker")
+    sp.add_argument("-m", dest="markers", metavar="MARKERS", help="pytest marker expression, e.g. 'quick' or 'discovery and not slow'")
+    sp.add_argument("-k", dest="keyword", metavar="EXPR", help="pytest -k expression")
+    sp.add_argument("--out", metavar="DIR", help="report directory (default reports/)")
+    sp.add_argument("--ready-timeout", type=float, help="seconds to wait for each start-up phase (default 90)")
+    sp.add_argument("--controlplane", help="'reference' (default) or a command template for your control plane")
+    sp.add_argument("--suites", metavar="DIR", help="suites directory (default: suites/ of the meshbed checkout)")
+    sp.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
+    common(sp)
+    sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("report", help="re-render the HTML report from a results JSON")
+    sp.add_argument("json_file", metavar="FILE.json", help="results JSON (e.g. reports/conformance.json)")
+    sp.add_argument("-o", "--output", metavar="OUT.html", help="where to write (default: FILE.html)")
+    sp.set_defaults(fn=cmd_report)
+
     sp = sub.add_parser("status", help="show detached meshes")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--run", help="one run id (default: all active runs)")
     common(sp)
     sp.set_defaults(fn=cmd_status)
 
-    sp = sub.add_parser("down", help="tear down detached meshes (all active runs by default)")
+    sp = sub.add_parser("down", help="tear down detached meshes and orphaned runs (or one run with --run)")
     sp.add_argument("--run", help="one run id")
     common(sp)
     sp.set_defaults(fn=cmd_down)

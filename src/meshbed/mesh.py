@@ -135,6 +135,7 @@ class Mesh:
         bind, me = rt.listen_host(), rt.internal_host(inst.id)
         app_port, inbound, admin = w.ports.take(), w.ports.take(), w.ports.take()
         outbound = w.ports.take() if svc.calls else 0
+        rt.prepare_pod(inst.id, [p for p in (app_port, inbound, admin, outbound) if p])
         advertise = self.link("upstream", inst.id, f"{me}:{inbound}")
         xds = self.link("control_plane", inst.id, w.cp_xds)
         meta = NodeMeta(

@@ -15,6 +15,7 @@ import pytest
 
 MARKERS = {
     "integration": "brings up a real mesh (slow)",
+    "docker": "needs a Docker engine",
     "quick": "the quick tier of the conformance suites",
     "discovery": "DISC checks: discovery convergence",
     "lb": "LB checks: load-balancer spread",

@@ -39,6 +39,7 @@ class RunOptions:
     out_dir: str | None = None
     state_dir: str | None = None
     ready_timeout: float | None = None
+    controlplane: str | None = None
     suites: str | None = None
     pytest_args: list[str] = field(default_factory=list)
 
@@ -95,7 +96,8 @@ class Plan:
 def plan(opts: RunOptions) -> Plan:
     """Validate the inputs (ConfigError on anything wrong) and build the pytest command line."""
     cli = {"runtime": opts.runtime, "topology": opts.topology, "profile": opts.profile, "out_dir": opts.out_dir,
-           "state_dir": opts.state_dir, "ready_timeout": opts.ready_timeout}
+           "state_dir": opts.state_dir, "ready_timeout": opts.ready_timeout,
+           "controlplane": opts.controlplane}
     settings = Settings.build(cli=cli)
     suites = suites_dir(opts.suites)
     root = repo_root()
@@ -111,10 +113,13 @@ def plan(opts: RunOptions) -> Plan:
         raise ConfigError(f"unknown runtime {settings.runtime!r}; available: {', '.join(runtime_names())}")
     out_dir = Path(settings.out_dir).resolve()
     results, html, junit = out_dir / RESULTS_NAME, out_dir / HTML_NAME, out_dir / JUNIT_NAME
-    argv = [sys.executable, "-m", "pytest", str(suites), "-p", "no:locust", "-p", "no:cacheprovider",
+    cwd = root if root is not None and suites.is_relative_to(root) else suites.parent
+    # --rootdir: the option values below are absolute paths, which pytest would otherwise count in its rootdir guess
+    argv = [sys.executable, "-m", "pytest", str(suites), "--rootdir", str(cwd), "-p", "no:locust", "-p", "no:cacheprovider",
             "--meshbed-topology", str(topology), "--meshbed-profile", str(profile),
             "--meshbed-runtime", settings.runtime, "--meshbed-results", str(results),
-            "--meshbed-ready-timeout", str(settings.ready_timeout), "--junitxml", str(junit)]
+            "--meshbed-ready-timeout", str(settings.ready_timeout), "--meshbed-controlplane", settings.controlplane,
+            "--junitxml", str(junit)]
     if str(settings.state_dir) not in ("", "."):
         argv += ["--meshbed-state-dir", str(Path(settings.state_dir).resolve())]
     if opts.markers:
@@ -122,7 +127,6 @@ def plan(opts: RunOptions) -> Plan:
     if opts.keyword:
         argv += ["-k", opts.keyword]
     argv += list(opts.pytest_args)
-    cwd = root if root is not None and suites.is_relative_to(root) else suites.parent
     return Plan(settings, topology, profile, suites, out_dir, results, html, junit, argv, cwd)
 
 
@@ -176,8 +180,9 @@ def summary_table(doc: dict[str, Any]) -> str:
     return "\n".join("  " + "  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)
 
 
-def run(opts: RunOptions, stream: TextIO = sys.stdout) -> int:
+def run(opts: RunOptions, stream: TextIO | None = None) -> int:
     from . import report
+    stream = stream or sys.stdout
     p = plan(opts)
     p.out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (p.results, p.html):  # never report a previous run's results as this one's
@@ -193,7 +198,12 @@ def run(opts: RunOptions, stream: TextIO = sys.stdout) -> int:
     if rc == 4:  # pytest usage error: bad -m expression, unknown option...
         raise ConfigError(f"pytest rejected the arguments (exit 4): {' '.join(p.argv[3:])}")
     if not p.results.exists():
-        why = "no test was selected" if rc == 5 else f"pytest exited with {rc} before any check was judged"
+        if rc == 5:
+            why = "no test was selected"
+        elif rc < 0:
+            why = f"pytest was killed by signal {-rc} before it wrote results"
+        else:
+            why = f"pytest exited with {rc} and no check was judged"
         print(f"meshbed run: no results: {why}; nothing to report", file=sys.stderr)
         return 1
     doc = report.load_document(p.results)

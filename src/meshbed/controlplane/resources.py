@@ -28,6 +28,7 @@ from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.request_id.uuid.v3 import uuid_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.v3 import percent_pb2
 
 from ..nodemeta import NodeMeta
@@ -192,6 +193,13 @@ def route_action(service: str, policy: ServicePolicy) -> route_components_pb2.Ro
         ra.retry_policy.num_retries.value = r.num_retries
         if r.per_try_timeout_ms > 0:
             ra.retry_policy.per_try_timeout.CopyFrom(_ms(r.per_try_timeout_ms))
+        # a retry goes to a host not tried yet for this request (as Istio does by default);
+        # without it round robin can hand the retry straight back to the failing endpoint
+        ra.retry_policy.retry_host_predicate.add(
+            name="envoy.retry_host_predicates.previous_hosts",
+            typed_config=_pack(previous_hosts_pb2.PreviousHostsPredicate()),
+        )
+        ra.retry_policy.host_selection_retry_max_attempts = 5
     if policy.lb_policy in ("RING_HASH", "MAGLEV") and policy.hash_header:
         ra.hash_policy.add().header.header_name = policy.hash_header
     return ra

@@ -181,3 +181,29 @@ def converge_each(admin_urls: dict[str, str], expect_by_node: dict[str, Any], t0
         futs = {n: pool.submit(converge_times, {n: u}, expect_by_node[n], t0, deadline_s, interval)
                 for n, u in admin_urls.items()}
         return {n: f.result()[n] for n, f in futs.items()}
+
+
+def times_until(admin_urls: dict[str, str], probe, t0: float, deadline_s: float,
+                interval: float = 0.02) -> dict[str, float | None]:
+    """Per Envoy: seconds from t0 to the first poll where ``probe(admin_url)`` is true (None: never)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(url: str) -> float | None:
+        end = t0 + deadline_s
+        while time.time() < end:
+            at = time.time()
+            try:
+                if probe(url):
+                    return at - t0
+            except (OSError, ValueError):
+                pass
+            time.sleep(interval)
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, len(admin_urls))) as pool:
+        futs = {n: pool.submit(one, u) for n, u in admin_urls.items()}
+        return {n: f.result() for n, f in futs.items()}
+
+
+def is_connected(admin_url: str) -> bool:
+    return stats(admin_url, "control_plane.connected_state", timeout=1.0).get("control_plane.connected_state") == 1

@@ -77,6 +77,18 @@ def expected_edges(calls: Mapping[str, Sequence[str]], entry: str, *, ingress: s
     return edges
 
 
+def without_descendants(edges: Counter[Edge], at: Key) -> Counter[Edge]:
+    """The expected edges of a request that stops at span ``at`` (e.g. an Envoy answering a
+    local 503 on overflow): ``at`` stays, everything below it goes."""
+    gone: set[Key] = set()
+    frontier = {at}
+    while frontier:
+        nxt = {k for (k, p) in edges if p in frontier and k not in gone}
+        gone |= nxt
+        frontier = nxt
+    return Counter({e: n for e, n in edges.items() if e[0] not in gone})
+
+
 def expected_keys(edges: Counter[Edge]) -> Counter[Key]:
     out: Counter[Key] = Counter()
     for (k, _), n in edges.items():

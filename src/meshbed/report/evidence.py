@@ -46,6 +46,29 @@ def is_spread(v: Any) -> bool:
             and all(_endpoint_key(r) and _num(r.get("count")) for r in v))
 
 
+def is_spread_map(v: Any) -> bool:
+    """{"counts": {endpoint: n}, "expected": {endpoint: share}, "shares": {...}, ...} (spread_stats-like)."""
+    if not isinstance(v, dict):
+        return False
+    counts = v.get("counts")
+    return (isinstance(counts, dict) and len(counts) >= 1 and all(_num(x) for x in counts.values())
+            and any(isinstance(v.get(k), dict) for k in ("expected", "expected_share", "shares")))
+
+
+def spread_rows(v: dict[str, Any]) -> list[dict[str, Any]]:
+    exp = v.get("expected_share") if isinstance(v.get("expected_share"), dict) else v.get("expected")
+    shares = v.get("shares") if isinstance(v.get("shares"), dict) else {}
+    rows = []
+    for k, n in v["counts"].items():
+        row: dict[str, Any] = {"endpoint": k, "count": n}
+        if isinstance(exp, dict) and _num(exp.get(k)):
+            row["expected_share"] = exp[k]
+        if _num(shares.get(k)):
+            row["share"] = shares[k]
+        rows.append(row)
+    return rows
+
+
 def _is_history_rows(v: Any) -> bool:
     return (isinstance(v, list) and bool(v) and all(isinstance(r, dict) for r in v)
             and all(("t" in r or "ts" in r) and "rps" in r and "failures" in r for r in v))
@@ -73,8 +96,10 @@ def _trace_spans(t: Any) -> list[dict[str, Any]] | None:
 
 
 def is_traces(v: Any) -> bool:
+    """Per-trace reports: dicts holding a span list, or trace_id + a complete flag."""
     return (isinstance(v, list) and bool(v) and all(isinstance(t, dict) for t in v)
-            and any(_trace_spans(t) is not None for t in v))
+            and (any(_trace_spans(t) is not None for t in v)
+                 or all("trace_id" in t and isinstance(t.get("complete"), bool) for t in v)))
 
 
 def is_fault_windows(v: Any) -> bool:
@@ -86,12 +111,17 @@ def _flat(d: dict[str, Any]) -> bool:
     return all(v is None or isinstance(v, (str, int, float, bool)) for v in d.values())
 
 
+def _shallow(d: dict[str, Any]) -> bool:
+    """Scalars, or values whose JSON fits on a short line: fine for a key/value table."""
+    return all(not isinstance(x, (dict, list)) or len(json.dumps(x, default=str)) <= 120 for x in d.values())
+
+
 def is_table(v: Any) -> bool:
     return (isinstance(v, list) and bool(v) and all(isinstance(r, dict) and _flat(r) for r in v)
             and len({k for r in v for k in r}) <= 14)
 
 
-DETECTORS = (is_cdf, is_spread, is_load, is_traces, is_spans, is_fault_windows)
+DETECTORS = (is_cdf, is_spread, is_spread_map, is_load, is_traces, is_spans, is_fault_windows)
 
 
 def has_shape(v: Any, depth: int = 0) -> bool:
@@ -134,8 +164,22 @@ class Context:
         return None
 
 
+def _compact(v: Any, indent: int = 0, width: int = 100) -> str:
+    """JSON, one line where it fits, lists of scalars kept on one (wrapped) line."""
+    one = json.dumps(v, default=str)
+    if len(one) + indent <= width or not isinstance(v, (dict, list)):
+        return one
+    pad = " " * (indent + 1)
+    if isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v):
+        return one  # wraps in the <pre>; one value per line would be worse
+    if isinstance(v, list):
+        return "[\n" + ",\n".join(pad + _compact(x, indent + 1, width) for x in v) + "\n" + " " * indent + "]"
+    return ("{\n" + ",\n".join(f"{pad}{json.dumps(str(k))}: {_compact(x, indent + 1, width)}" for k, x in v.items())
+            + "\n" + " " * indent + "}")
+
+
 def json_pre(v: Any, limit: int = MAX_JSON_CHARS) -> str:
-    text = json.dumps(v, indent=1, sort_keys=False, default=str)
+    text = _compact(v)
     if len(text) > limit:
         text = text[:limit] + f"\n… truncated ({len(text) - limit:,} more characters)"
     return f'<pre class="json">{escape(text)}</pre>'
@@ -222,6 +266,16 @@ def render_spread(name: str, rows: list[dict[str, Any]], ctx: Context) -> str:
     return f'<div class="ev-grid"><div class="charts">{chart}</div><div class="side">{rows_table(rows)}</div></div>'
 
 
+def render_spread_map(name: str, v: dict[str, Any], ctx: Context) -> str:
+    rows = spread_rows(v)
+    chart = render_spread(name, rows, ctx)
+    rest = {k: x for k, x in v.items() if k not in ("counts", "expected", "expected_share", "shares")}
+    flat = {k: x for k, x in rest.items() if not isinstance(x, (dict, list))}
+    extra = (kv_table(flat) if flat else "") + "".join(
+        render_value(k, x, ctx, 1) for k, x in rest.items() if isinstance(x, (dict, list)))
+    return chart.replace('<div class="side">', f'<div class="side">{extra}', 1)
+
+
 def render_load(name: str, v: Any, ctx: Context) -> str:
     rows = v if isinstance(v, list) else v["history"]
     has_ts = all(_num(r.get("ts")) for r in rows)
@@ -245,15 +299,15 @@ def render_load(name: str, v: Any, ctx: Context) -> str:
         err.append((x, None if not rps else 100.0 * (fl or 0) / rps))
     charts = [
         svg.line_chart([("error rate %", err)], title=f"{name}: error rate over time", x_label="seconds since load start",
-                       y_label="failed requests (%)", shades=shades, width=440, height=230, y_max=None),
+                       y_label="failed requests (%)", shades=shades, width=400, height=230, y_max=None),
         svg.line_chart([(k.replace("_ms", ""), [(x, val(r, k)) for x, r in zip(xs, rows)])
                         for k in ("p50_ms", "p95_ms", "p99_ms") if any(k in r for r in rows)],
                        title=f"{name}: latency over time", x_label="seconds since load start", y_label="latency (ms)",
-                       shades=shades, width=440, height=230),
+                       shades=shades, width=400, height=230),
         svg.line_chart([("requests/s", [(x, val(r, "rps")) for x, r in zip(xs, rows)]),
                         ("failures/s", [(x, val(r, "failures")) for x, r in zip(xs, rows)])],
                        title=f"{name}: throughput", x_label="seconds since load start", y_label="per second",
-                       shades=shades, width=440, height=230, dashed=(False, True)),
+                       shades=shades, width=400, height=230, dashed=(False, True)),
     ]
     note = ""
     if ctx.fault_windows and not has_ts:
@@ -326,7 +380,7 @@ def render_traces(name: str, traces: list[dict[str, Any]], ctx: Context) -> str:
     with_spans = [t for t in traces if _trace_spans(t) is not None]
     complete = [t for t in with_spans if _complete(t) is not False]
     incomplete = [t for t in traces if _complete(t) is False]
-    out = [f'<p>{len(traces)} traces: <b>{len(traces) - len(incomplete)}</b> complete, '
+    out = [f'<p>{len(traces)} traces listed: <b>{len(traces) - len(incomplete)}</b> complete, '
            f'<b class="{"fail-text" if incomplete else ""}">{len(incomplete)}</b> incomplete</p>']
     if complete:
         t = complete[0]
@@ -356,7 +410,7 @@ def render_fault_windows(name: str, rows: list[dict[str, Any]], ctx: Context) ->
     return rows_table(out)
 
 
-RENDERERS = ((is_cdf, render_cdf), (is_spread, render_spread), (is_load, render_load), (is_traces, render_traces),
+RENDERERS = ((is_cdf, render_cdf), (is_spread, render_spread), (is_spread_map, render_spread_map), (is_load, render_load), (is_traces, render_traces),
              (is_spans, render_spans), (is_fault_windows, render_fault_windows))
 
 
@@ -370,7 +424,7 @@ def render_value(name: str, v: Any, ctx: Context, depth: int = 0) -> str:
         inner = (kv_table(flat) if flat else "") + "".join(
             render_value(k, x, ctx, depth + 1) for k, x in v.items() if isinstance(x, (dict, list)))
         return f'<div class="evidence">{head}{inner}</div>'
-    if isinstance(v, dict) and v and _flat(v) and len(v) <= 30:
+    if isinstance(v, dict) and v and _shallow(v) and len(v) <= 30:
         return f'<div class="evidence">{head}{kv_table(v)}</div>'
     if is_table(v):
         return f'<div class="evidence">{head}{rows_table(v)}</div>'

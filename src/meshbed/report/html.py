@@ -59,7 +59,7 @@ def _banner(doc: dict[str, Any]) -> str:
     verdict = s.get("verdict", "none")
     ran = s.get("pass", 0) + s.get("fail", 0) + s.get("error", 0)
     if verdict == "pass":
-        headline = f"All {ran} checks that ran passed"
+        headline = f"All {ran} check{'' if ran == 1 else 's'} that ran passed"
     elif verdict == "none":
         headline = "No check ran"
     else:

@@ -124,7 +124,7 @@ def line_chart(series: Sequence[tuple[str, Sequence[Point]]], *, title: str, x_l
                width: int = 620, height: int = 260, step: bool = False, shades: Sequence[tuple[float, float, str]] = (),
                y_min: float | None = 0.0, y_max: float | None = None, dashed: Sequence[bool] = (),
                y_fmt=None, hline: tuple[float, str] | None = None, vline: tuple[float, str] | None = None,
-               x_min: float | None = None) -> str:
+               x_min: float | None = None, legend_at: str = "tr") -> str:
     """Lines (or step lines) with optional shaded x-windows (fault windows) and a dashed threshold."""
     pts = [p for _, s in series for p in s if p[1] is not None and math.isfinite(p[1])]
     xs = [p[0] for p in pts] + [a for a, _, _ in shades] + [b for _, b, _ in shades]
@@ -178,7 +178,15 @@ def line_chart(series: Sequence[tuple[str, Sequence[Point]]], *, title: str, x_l
                 body.append(f'<polyline class="series" fill="none" stroke="{color(i)}" stroke-width="2"{dash} '
                             f'points="{" ".join(p)}"><title>{escape(label)}</title></polyline>')
     if len(series) > 1 or (series and series[0][0]):
-        body += _legend([(lab, color(i)) for i, (lab, _) in enumerate(series)], fr.ml + 12, fr.mt + 10, dashed)
+        labels = [(lab, color(i)) for i, (lab, _) in enumerate(series) if lab]
+        longest = max((len(lab) for lab, _ in labels), default=0)
+        if legend_at == "br":
+            lx, ly = fr.w - fr.mr - 30 - 6.2 * longest, fr.h - fr.mb - 12 - 16 * (len(labels) - 1)
+        else:  # top right: fault labels sit top left
+            lx, ly = fr.w - fr.mr - 30 - 6.2 * longest, fr.mt + 10
+        box = (f'<rect x="{_f(lx - 6)}" y="{_f(ly - 9)}" width="{_f(36 + 6.2 * longest)}" height="{16 * len(labels) + 2}" '
+               f'fill="#fff" fill-opacity="0.85" rx="3"/>')
+        body += [box] + _legend(labels, lx, ly, dashed)
     return _svg(width, height, body, title)
 
 
@@ -199,7 +207,8 @@ def cdf_chart(per_series: dict[str, Sequence[float]], *, title: str, unit: str =
         # a threshold far beyond the data would squash every line against the axis: name it instead
         vline = (threshold, threshold_label) if threshold <= 3 * top else None
     return line_chart(series, title=title, x_label=f"time to converge ({unit})", y_label="% of samples ≤ x",
-                      width=width, height=height, step=True, y_min=0, y_max=100, vline=vline, x_min=0)
+                      width=width, height=height, step=True, y_min=0, y_max=100, vline=vline, x_min=0,
+                      legend_at="br")
 
 
 def histogram(values: Sequence[float], *, title: str, unit: str = "s", bins: int = 20,

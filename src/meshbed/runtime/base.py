@@ -116,6 +116,9 @@ class Runtime(abc.ABC):
         """The address components bind inside their own network namespace."""
         return "127.0.0.1"
 
+    def prepare_pod(self, pod: str, ports: list[int]) -> None:
+        """Announce a pod's ports before its members start (docker publishes them on the pod's netns)."""
+
     def internal_host(self, pod: str) -> str:
         """The host other components dial to reach ``pod`` (loopback for processes)."""
         return "127.0.0.1"

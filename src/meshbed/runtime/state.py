@@ -33,13 +33,14 @@ class RunState:
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, runs_dir: Path, runtime: str, topology: str, run_id: str | None = None) -> "RunState":
+    def create(cls, runs_dir: Path, runtime: str, topology: str, run_id: str | None = None,
+               detached: bool = False) -> "RunState":
         run_id = run_id or new_run_id()
         run_dir = runs_dir / run_id
         run_dir.mkdir(parents=True, exist_ok=False)
         me = os.getpid()
         st = cls(run_dir, {
-            "run_id": run_id, "runtime": runtime, "topology": topology, "status": "starting",
+            "run_id": run_id, "runtime": runtime, "topology": topology, "status": "starting", "detached": detached,
             "created_at": time.time(), "supervisor": {"pid": me, "start": procutil.start_time(me)},
             "processes": {}, "containers": [], "networks": [], "endpoints": {}, "error": "",
         })
