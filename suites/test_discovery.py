@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from meshbed import httpc, wait
+from meshbed.chaos import faults
+from meshbed.chaos.churn import Churn
+from meshbed.mesh import wait_converged
 from meshbed.observe import convergence
+from meshbed.observe import discovery_helpers as dh
 from meshbed.stats import summarize
 
 pytestmark = [pytest.mark.discovery, pytest.mark.integration]
@@ -59,7 +65,7 @@ def _subscribers_view(mesh, service: str) -> dict[str, str]:
     return _admin_urls(mesh.subscribers(service))
 
 
-def _load_evidence(check, res, t0: float | None = None, t1: float | None = None) -> None:
+def _load_evidence(check, res) -> None:
     check.evidence("load_summary", res.summary())
     check.evidence("load_history", res.history())
 
@@ -226,12 +232,6 @@ def test_disc4_churn_storm(mesh, check, load, consul):
     stats (cds/lds/rds update_rejected + cluster.*.update_rejected), before vs after; the CP's
     push-log NACKs are evidence. error_rate = Locust failures over the whole run.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from meshbed.chaos.churn import Churn
-    from meshbed.mesh import wait_converged
-    from meshbed.observe import discovery_helpers as dh
-
     rate = float(check.param("events_per_s", 5))
     duration = float(check.param("duration_s", 30))
     rps = float(check.param("rps", 40))
@@ -297,10 +297,6 @@ def test_disc4_churn_storm(mesh, check, load, consul):
 
 def _cp_link_fault(kind: str, toxi, proxies: list[str], log, latency_ms: int, timeout_ms: int):
     """One fault on every Envoy<->control-plane proxy at once (both directions for toxics)."""
-    import contextlib
-
-    from meshbed.chaos import faults
-
     stack = contextlib.ExitStack()
     for p in proxies:
         if kind == "down":
@@ -319,7 +315,6 @@ def _cp_link_fault(kind: str, toxi, proxies: list[str], log, latency_ms: int, ti
 
 
 def _first_sent(mesh, t0: float) -> dict[str, float]:
-    from meshbed.observe import discovery_helpers as dh
     out: dict[str, float] = {}
     for e in dh.cp_events(mesh.controlplane.url("http"), t0, event="sent"):
         out.setdefault(str(e["node"]), round(float(e["ts"]) - t0, 4))
@@ -341,7 +336,6 @@ def test_disc5_control_plane_link_faults(mesh, check, load, toxi, fault_log):
       deregistered instance is gone (0-ish when it already converged during the fault).
     The instance is re-registered, and seen back everywhere, before the next fault.
     """
-    from meshbed.observe import discovery_helpers as dh
 
     kinds = list(check.param("faults", ["reset_peer", "timeout", "latency", "down"]))
     fault_s = float(check.param("fault_s", 4))
@@ -421,7 +415,6 @@ def test_disc5_control_plane_link_faults(mesh, check, load, toxi, fault_log):
 
 def _shrunk(baseline: dict, state: dict, allowed_gone: set[str]) -> bool:
     """True when some service's healthy set lacks an address it had, other than ``allowed_gone``."""
-    from meshbed.observe import discovery_helpers as dh
     for svc, eps in baseline.items():
         missing = dh.healthy_of(eps) - dh.healthy_of(state.get(svc, frozenset()))
         if missing - allowed_gone:
@@ -429,6 +422,7 @@ def _shrunk(baseline: dict, state: dict, allowed_gone: set[str]) -> bool:
     return False
 
 
+@pytest.mark.quick
 @pytest.mark.check("DISC-6")
 def test_disc6_consul_outage(mesh, check, load, fault_log):
     """Consul is paused (SIGSTOP) for ``outage_s`` under load, then resumed.
@@ -442,8 +436,6 @@ def test_disc6_consul_outage(mesh, check, load, fault_log):
     subscribed Envoy's time from the resume (SIGCONT) until that instance is gone -- it includes
     the control plane noticing Consul is back. error_rate: Locust failures from pause to converged.
     """
-    from meshbed.chaos import faults
-    from meshbed.observe import discovery_helpers as dh
 
     outage_s = float(check.param("outage_s", 5))
     rps = float(check.param("rps", 40))
@@ -505,6 +497,7 @@ def test_disc6_consul_outage(mesh, check, load, fault_log):
     check.judge()
 
 
+@pytest.mark.quick
 @pytest.mark.check("DISC-7")
 def test_disc7_control_plane_killed(mesh, check, load, fault_log):
     """The control plane is killed (-9) under load, held down ``down_s``, restarted.
@@ -516,11 +509,6 @@ def test_disc7_control_plane_killed(mesh, check, load, fault_log):
     change shows; reconverge_max = the slowest of all these, from t_restart. error_rate:
     Locust failures from the kill until converged.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from meshbed.chaos import faults
-    from meshbed.observe import discovery_helpers as dh
-
     down_s = float(check.param("down_s", 3))
     rps = float(check.param("rps", 40))
     deadline = float(check.param("deadline_s", 20))

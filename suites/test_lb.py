@@ -336,8 +336,9 @@ def _gone_from_envoys(mesh, address: str, deadline: float = 10.0) -> float:
 @pytest.mark.check("LB-4")
 def test_lb4_consistent_hash_on_header(mesh, check):
     """RING_HASH / MAGLEV on x-user: a key sticks to one endpoint; removing 1 of N moves ~1/N of keys."""
-    keys = int(check.param("keys", 200))
-    per_key = int(check.param("requests_per_key", 5))
+    keys = int(check.param("keys", 500))
+    per_key = int(check.param("requests_per_key", 3))
+    per_key_after = int(check.param("requests_per_key_after", 1))
     conc = int(check.param("concurrency", 4))
     header = str(check.param("hash_header", "x-user"))
     algorithms = [str(a).upper() for a in (check.param("algorithms") or ["RING_HASH", "MAGLEV"])]
@@ -362,7 +363,7 @@ def test_lb4_consistent_hash_on_header(mesh, check):
                 _post(mesh, victim, "/meshbed/deregister")
                 r["removal_converged_s"] = _gone_from_envoys(mesh, mesh.advertised[victim])
                 c2 = Counter(mesh, insts)
-                b2, per2 = _drive_keys(mesh, keys, per_key, conc, header)
+                b2, per2 = _drive_keys(mesh, keys, per_key_after, conc, header)
                 env2, app2, _ = c2.settle()
             finally:
                 _post(mesh, victim, "/meshbed/register")
@@ -481,7 +482,14 @@ def _outlier_stats(mesh) -> dict[str, dict[str, int]]:
 @pytest.mark.quick
 @pytest.mark.check("LB-6")
 def test_lb6_outlier_detection_ejects_5xx_endpoint(mesh, check):
-    """One endpoint answers 5xx: ejected after consecutive_5xx errors; retries keep clients whole."""
+    """One endpoint answers 5xx: ejected after consecutive_5xx errors; retries keep clients whole.
+
+    base_ejection_time is longer than the run, so each frontend Envoy ejects the endpoint once and
+    the figure is about that first ejection (re-admission after the ejection time is not measured).
+    An ejection counts as within the threshold when the endpoint served that Envoy at most
+    consecutive_5xx 5xx answers, plus the requests that were already in flight to it (measured:
+    the endpoint's own max_in_flight - 1), which no ejection can recall.
+    """
     n_req = int(check.param("requests", 2000))
     threshold = int(check.param("consecutive_5xx", 3))
     conc = int(check.param("concurrency", 4))
@@ -491,10 +499,11 @@ def test_lb6_outlier_detection_ejects_5xx_endpoint(mesh, check):
         lb_policy="ROUND_ROBIN",
         retries=Retries(retry_on="5xx,reset,connect-failure", num_retries=int(check.param("num_retries", 2))),
         outlier_detection=OutlierDetection(consecutive_5xx=threshold, interval_ms=1000,
-                                           base_ejection_time_ms=int(check.param("base_ejection_time_ms", 10000)),
+                                           base_ejection_time_ms=int(check.param("base_ejection_time_ms", 60000)),
                                            max_ejection_percent=50),
     )
     with policy(mesh, check, pol):
+        _post(mesh, bad, "/meshbed/stats/reset")
         od0 = _outlier_stats(mesh)
         c = Counter(mesh, insts)
         try:
@@ -507,13 +516,14 @@ def test_lb6_outlier_detection_ejects_5xx_endpoint(mesh, check):
             bad_stats = httpc.get_json(mesh.apps[bad].url("http", "/meshbed/stats"), 5)
         finally:
             _post(mesh, bad, "/meshbed/fail", {"mode": "none"})
+    in_flight_allowance = max(0, int(bad_stats.get("max_in_flight", 1)) - 1)
     per_envoy: dict[str, Any] = {}
     within = 0
     total_ej = 0
     for n in od1:
         ej = od1[n].get("ejections_enforced_consecutive_5xx", 0) - od0.get(n, {}).get("ejections_enforced_consecutive_5xx", 0)
         fails = raw.get(n, {}).get(SERVICE, {}).get(bad, {}).get("rq_total", 0)  # every answer of `bad` is a 503
-        ok = ej >= 1 and fails <= ej * threshold
+        ok = ej >= 1 and fails <= ej * (threshold + in_flight_allowance)
         total_ej += ej
         within += ej if ok else 0
         per_envoy[n] = {"ejections_enforced_consecutive_5xx": ej, "5xx_from_bad_endpoint": fails,
@@ -522,7 +532,8 @@ def test_lb6_outlier_detection_ejects_5xx_endpoint(mesh, check):
                         "failed_outlier_check_at_end": ejected_now.get(n, [])}
     check.evidence("requests", outcome(batch))
     check.evidence("bad_endpoint", {"instance": bad, "fault": {"mode": "5xx", "ratio": 1.0},
-                                    "its_stats": {k: bad_stats.get(k) for k in ("requests", "by_status")}})
+                                    "its_stats": {k: bad_stats.get(k) for k in ("requests", "by_status", "max_in_flight")},
+                                    "in_flight_allowance": in_flight_allowance, "consecutive_5xx": threshold})
     check.evidence("per_envoy", per_envoy)
     check.evidence("envoy", env)
     check.evidence("instances", app)

@@ -382,7 +382,7 @@ def test_res4_rolling_restart_under_load(mesh, check, load, fault_log):
     from meshbed.readiness import wait_ready
 
     rps = float(check.param("rps", 40))
-    duration = float(check.param("duration_s", 45))
+    duration = float(check.param("duration_s", 25))
     svc = "backend"
     insts = sorted(mesh.instances_of(svc))
     subs = {n: h.url("admin") for n, h in mesh.subscribers(svc).items()}

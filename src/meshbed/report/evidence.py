@@ -283,11 +283,8 @@ def render_load(name: str, v: Any, ctx: Context) -> str:
     xs = [float(r["ts"]) - t0 if has_ts else float(r.get("t", i)) for i, r in enumerate(rows)]
     shades = []
     if has_ts:
-        for w in ctx.fault_windows:
-            if not _num(w.get("start")):
-                continue
-            end = float(w["end"]) if _num(w.get("end")) else t0 + (xs[-1] if xs else 0)
-            shades.append((float(w["start"]) - t0, end - t0, f"{w.get('name', 'fault')} → {w.get('target', '')}".strip(" →")))
+        last = t0 + (xs[-1] if xs else 0)
+        shades = [(a - t0, b - t0, label) for a, b, label in merge_windows(ctx.fault_windows, last)]
 
     def val(r: dict[str, Any], k: str) -> float | None:
         x = r.get(k)
@@ -398,6 +395,26 @@ def render_traces(name: str, traces: list[dict[str, Any]], ctx: Context) -> str:
     return "".join(out)
 
 
+def merge_windows(windows: list[dict[str, Any]], open_end: float, slack: float = 0.5) -> list[tuple[float, float, str]]:
+    """Overlapping fault windows (one per proxy, say) as one shaded interval each, labelled once."""
+    spans = sorted((float(w["start"]), float(w["end"]) if _num(w.get("end")) else open_end, w)
+                   for w in windows if _num(w.get("start")))
+    merged: list[list[Any]] = []
+    for a, b, w in spans:
+        if merged and a <= merged[-1][1] + slack:
+            merged[-1][1] = max(merged[-1][1], b)
+            merged[-1][2].append(w)
+        else:
+            merged.append([a, b, [w]])
+    out = []
+    for a, b, ws in merged:
+        names = list(dict.fromkeys(str(w.get("name", "fault")) for w in ws))
+        targets = list(dict.fromkeys(str(w.get("target", "")) for w in ws if w.get("target")))
+        label = "+".join(names) + (f" → {targets[0]}" if len(targets) == 1 else f" → {len(targets)} targets" if targets else "")
+        out.append((a, b, label))
+    return out
+
+
 def render_fault_windows(name: str, rows: list[dict[str, Any]], ctx: Context) -> str:
     base = min((float(r["start"]) for r in rows if _num(r.get("start"))), default=0.0)
     out = []
@@ -407,7 +424,11 @@ def render_fault_windows(name: str, rows: list[dict[str, Any]], ctx: Context) ->
                     "start (+s)": round(float(start) - base, 2) if _num(start) else None,
                     "duration (s)": round(float(end) - float(start), 2) if _num(end) and _num(start) else "unfinished",
                     "detail": r.get("detail") or ""})
-    return rows_table(out)
+    if len(out) <= 12:
+        return rows_table(out)
+    merged = merge_windows(rows, max(float(r["end"]) for r in rows if _num(r.get("end"))) if any(_num(r.get("end")) for r in rows) else base)
+    summary = [{"faults": label, "start (+s)": round(a - base, 2), "duration (s)": round(b - a, 2)} for a, b, label in merged]
+    return (rows_table(summary) + f'<details><summary>all {len(out)} fault windows</summary>{rows_table(out)}</details>')
 
 
 RENDERERS = ((is_cdf, render_cdf), (is_spread, render_spread), (is_spread_map, render_spread_map), (is_load, render_load), (is_traces, render_traces),
@@ -430,6 +451,10 @@ def render_value(name: str, v: Any, ctx: Context, depth: int = 0) -> str:
         return f'<div class="evidence">{head}{rows_table(v)}</div>'
     if not isinstance(v, (dict, list)):
         return f'<div class="evidence">{head}<p>{_cell(v)}</p></div>'
+    size = len(json.dumps(v, default=str))
+    if size > 1500:  # bulky raw data: available, but folded away
+        return (f'<div class="evidence"><details class="raw"><summary>{escape(name)} '
+                f'<span class="muted">(raw data, {size / 1024:,.1f} KB of JSON)</span></summary>{json_pre(v)}</details></div>')
     return f'<div class="evidence">{head}{json_pre(v)}</div>'
 
 
@@ -438,6 +463,13 @@ def render_evidence(check: dict[str, Any]) -> str:
     if not ev:
         return '<p class="muted">no evidence attached</p>'
     ctx = Context(check)
-    # fault windows are drawn on the load charts; list them last
-    items: Iterable[tuple[str, Any]] = sorted(ev.items(), key=lambda kv: is_fault_windows(kv[1]))
+    # charts first, then small tables and values, then fault windows, then bulky raw data (folded)
+    def rank(kv: tuple[str, Any]) -> int:
+        v = kv[1]
+        if is_fault_windows(v):
+            return 2
+        if has_shape(v):
+            return 0
+        return 3 if isinstance(v, (dict, list)) and len(json.dumps(v, default=str)) > 1500 else 1
+    items: Iterable[tuple[str, Any]] = sorted(ev.items(), key=rank)
     return "".join(render_value(k, v, ctx) for k, v in items)

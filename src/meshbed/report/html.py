@@ -327,7 +327,7 @@ svg .threshold{stroke:#cf222e;stroke-dasharray:6 4;stroke-width:1.5}svg .thresho
 svg .expected{stroke:#111;stroke-width:2.5}svg .fault-label{font-size:10px;fill:#a4400b}
 pre{background:#0f1720;color:#dbe5ee;padding:10px 12px;border-radius:6px;overflow:auto;max-height:420px;font-size:12px}
 pre.json{background:#f6f8fa;color:#24292f;border:1px solid var(--line)}
-details{margin:6px 0}details summary{cursor:pointer;color:#2d3e50}.diagnostics{margin-top:14px;padding-top:6px;border-top:1px dashed var(--line)}
+details{margin:6px 0}details.raw summary{font-weight:600;font-size:13px}details summary{cursor:pointer;color:#2d3e50}.diagnostics{margin-top:14px;padding-top:6px;border-top:1px dashed var(--line)}
 ul.spantree,ul.spantree ul{list-style:none;margin:0;padding-left:20px;border-left:1px solid #d5dde5}ul.spantree{padding-left:6px;border:0}
 ul.spantree li{padding:2px 0}.svc{display:inline-block;background:#e7f0fa;color:#0b5cad;border-radius:4px;padding:0 6px;font-weight:600;font-size:12px}
 .dur{color:var(--muted);font-size:12px;margin-left:6px}ul.spantree .badge{margin-left:6px}

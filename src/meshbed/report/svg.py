@@ -141,7 +141,8 @@ def line_chart(series: Sequence[tuple[str, Sequence[Point]]], *, title: str, x_l
         body.append(f'<rect class="fault" x="{_f(xa)}" y="{fr.mt}" width="{_f(max(1.0, xb - xa))}" '
                     f'height="{_f(fr.h - fr.mt - fr.mb)}" fill="{FAULT_FILL}" fill-opacity="0.13">'
                     f'<title>{escape(label)}</title></rect>')
-        body.append(f'<text class="fault-label" x="{_f(xa + 3)}" y="{fr.mt + 11 + 12 * (i % 3)}">{escape(label[:40])}</text>')
+        short = label.split(" → ")[0]
+        body.append(f'<text class="fault-label" x="{_f(xa + 3)}" y="{fr.mt + 11 + 12 * (i % 3)}">{escape(short[:24])}</text>')
     body += fr.axes(x_label, y_label, y_fmt=y_fmt)
     if hline is not None:
         y = _f(fr.y(hline[0]))
@@ -240,7 +241,7 @@ def share_bars(rows: Sequence[tuple[str, float, float | None, int]], *, title: s
 
     rows: (label, observed %, expected % or None, count)
     """
-    bar_h, gap, ml, mr, mt = 20, 8, 150, 110, 24
+    bar_h, gap, ml, mr, mt = 20, 8, 110, 170, 24
     height = mt + len(rows) * (bar_h + gap) + 34
     hi = max([r[1] for r in rows] + [r[2] or 0 for r in rows] + [1.0])
     ticks = nice_ticks(0, hi * 1.05, 5)
@@ -266,7 +267,7 @@ def share_bars(rows: Sequence[tuple[str, float, float | None, int]], *, title: s
         if exp is not None:
             body.append(f'<line class="expected" x1="{_f(x(exp))}" x2="{_f(x(exp))}" y1="{y - 3}" y2="{y + bar_h + 3}"/>')
         body.append(f'<text class="legend" x="{_f(width - mr + 8)}" y="{_f(y + bar_h / 2)}" dominant-baseline="middle">'
-                    f'{fmt(obs)}%{"" if exp is None else f" / {fmt(exp)}%"} · {count}</text>')
+                    f'{fmt(obs)}%{"" if exp is None else f" (expected {fmt(exp)}%)"} · {count:,}</text>')
     body.append(f'<line class="axis" x1="{ml}" x2="{ml}" y1="{mt - 6}" y2="{base}"/>')
     body.append(f'<line class="expected" x1="{ml}" x2="{ml + 16}" y1="9" y2="9"/>'
                 f'<text class="legend" x="{ml + 21}" y="9" dominant-baseline="middle">expected share</text>'
