@@ -230,7 +230,7 @@ def test_disc4_churn_storm(mesh, check, load, consul):
     subscribed Envoy's endpoint set equals Consul's catalog exactly (addresses and EDS health;
     Consul read right after the last event). nacks = rejected xDS updates in every Envoy's
     stats (cds/lds/rds update_rejected + cluster.*.update_rejected), before vs after; the CP's
-    push-log NACKs are evidence. error_rate = Locust failures over the whole run.
+    push-log NACKs are evidence. error_rate = Locust failures from the storm's start until settled.
     """
     rate = float(check.param("events_per_s", 5))
     duration = float(check.param("duration_s", 30))
@@ -267,7 +267,7 @@ def test_disc4_churn_storm(mesh, check, load, consul):
         finally:
             for c in churns:
                 c.restore()
-        run.proc and run.proc.send_signal(2)  # SIGINT: the settle is measured, end the load early
+        run.finish()  # the settle is measured: end the load early
     res = run.result()
     wait_converged(mesh, 30)
     rejected_after = dh.rejected_updates(everyone)
@@ -469,7 +469,7 @@ def test_disc6_consul_outage(mesh, check, load, fault_log):
                 _post(mesh, inst, "/meshbed/register")
         back = convergence.converge_times(bsubs, convergence.has_host(service, addr), time.time(), deadline)
         assert all(v is not None for v in back.values()), f"restore: {inst} never came back {back}"
-        run.proc and run.proc.send_signal(2)  # SIGINT: measured; end the load early
+        run.finish()  # measured: end the load early
     res = run.result()
     partial = {}
     for n in admin:
@@ -544,7 +544,7 @@ def test_disc7_control_plane_killed(mesh, check, load, fault_log):
             back = convergence.converge_times(subs_by_svc[svc], convergence.has_host(svc, mesh.advertised[inst]),
                                               time.time(), deadline)
             assert all(v is not None for v in back.values()), f"restore: {inst} never came back {back}"
-        run.proc and run.proc.send_signal(2)  # SIGINT: measured; end the load early
+        run.finish()  # measured: end the load early
     res = run.result()
     per_envoy: dict[str, float] = {}
     for n, v in reconnect.items():

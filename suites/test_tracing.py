@@ -11,7 +11,6 @@ polled until all are complete or the span count stops growing, with a deadline.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -378,7 +377,7 @@ def _edge_sampling(mesh) -> list[float]:
 
 def set_sampling(mesh, pct: float, deadline: float = 15.0) -> float:
     """Put MeshPolicy.sampling_percent in Consul KV; seconds until the ingress shows it."""
-    from meshbed.policy import KV_MESH_KEY, MeshPolicy
+    from meshbed.policy import KV_MESH_KEY
     import dataclasses as _dc
     t0 = time.monotonic()
     mesh.consul_client().kv_put(KV_MESH_KEY, _dc.replace(mesh.topology.mesh, sampling_percent=pct).to_json())

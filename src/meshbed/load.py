@@ -141,6 +141,12 @@ class LoadRun:
             time.sleep(0.05)
         raise ComponentError(f"locust sent no request within {timeout:.0f}s", hint=f"see {self.log_file}")
 
+    def finish(self) -> None:
+        """End the run early (a check has measured what it needs); the request log stays complete."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        self.stop(timeout=15)
+
     def stop(self, timeout: float | None = None) -> None:
         if self.proc is None:
             return

@@ -34,7 +34,7 @@ class Churn:
     rate_per_s: float
     duration_s: float
     seed: int = 1
-    # never take a service below this many registered, healthy instances
+    # never take any one service below this many registered, healthy instances
     keep_at_least: int = 1
     events: list[ChurnEvent] = field(default_factory=list)
     down: set[str] = field(default_factory=set)
@@ -80,10 +80,12 @@ class Churn:
             choices: list[tuple[str, str]] = [("register", x) for x in self.down]
             if include_health:
                 choices += [("healthy", x) for x in self.unhealthy]
-            if len(up) > self.keep_at_least:
-                choices += [("deregister", x) for x in up]
-                if include_health:
-                    choices += [("unhealthy", x) for x in up]
+            for x in up:
+                service = self.mesh.instances[x].service
+                if sum(1 for y in up if self.mesh.instances[y].service == service) > self.keep_at_least:
+                    choices.append(("deregister", x))
+                    if include_health:
+                        choices.append(("unhealthy", x))
             if choices:
                 self._act(*rng.choice(choices))
         return self.events
