@@ -360,6 +360,10 @@ def test_disc5_control_plane_link_faults(mesh, check, load, toxi, fault_log):
             inst = insts[k % len(insts)]
             addr = mesh.advertised[inst]
             baseline = {n: dh.envoy_endpoints(u, subs[n]) for n, u in admin.items()}
+            # the poller samples every 20 ms: let it catch up with the baseline read directly,
+            # or a sample taken just before the previous round's restore looks like a lost config
+            wait.until(lambda: all(poller.state_at(n, time.time()) == baseline[n] for n in admin), 5,
+                       interval=0.02, what="the endpoint poller to see the baseline")
             try:
                 with _cp_link_fault(kind, toxi, proxies, fault_log, latency_ms, timeout_ms):
                     t_fault = time.time()

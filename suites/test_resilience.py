@@ -159,7 +159,7 @@ def test_res3_circuit_breaker_under_overload(mesh, check):
     extra figures; on 2 shared cores they mostly measure Python event-loop
     queueing (p99 38-90 ms for the app, 90-200 ms end to end, in trial runs).
     """
-    from suites.test_tracing import collect  # the Jaeger polling shared with the TRACE suite
+    from meshbed.observe.trace_collect import collect
     from meshbed.observe import traces
 
     limit = int(check.param("max_requests", 4))

@@ -11,17 +11,16 @@ polled until all are complete or the span count stops growing, with a deadline.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pytest
 
 from meshbed import wait
-from meshbed.errors import WaitTimeout
 from meshbed.observe import traces
-from meshbed.observe.jaeger import JaegerClient, Span
+from meshbed.observe.jaeger import Span
+from meshbed.observe.trace_collect import Collected, collect
 from meshbed.stats import rate_pct
-from meshbed.traffic import Answer, Batch, drive
+from meshbed.traffic import Batch, drive
 
 pytestmark = [pytest.mark.tracing, pytest.mark.integration]
 
@@ -49,77 +48,6 @@ def _paced(rps: float) -> Callable[[int], dict[str, str]]:
             time.sleep(delay)  # pacing the load, not waiting for state
         return {}
     return hook
-
-
-def _trace_id(a: Answer) -> str:
-    try:
-        doc = a.json()
-    except ValueError:
-        return ""
-    return str(doc.get("trace_id") or "") if isinstance(doc, dict) else ""
-
-
-@dataclass
-class Collected:
-    reports: dict[str, traces.TraceReport]  # by request id
-    spans: dict[str, list[Span]] = field(default_factory=dict)  # by request id (the last fetch)
-    untraceable: int = 0  # answers without a trace id (no body, not JSON)
-    polls: int = 0
-    wait_s: float = 0.0
-    timed_out: bool = False
-
-    @property
-    def list(self) -> list[traces.TraceReport]:
-        return list(self.reports.values())
-
-
-def collect(mesh, answers: list[Answer], expected, *, deadline: float = 45.0, settle: float = 4.0) -> Collected:
-    """Fetch each answer's trace until every one is complete, or nothing new arrived for ``settle`` s.
-
-    ``expected`` is the edge multiset every trace must have, or a function of the answer
-    giving it (a request that failed at a hop has a shorter tree). A request whose answer
-    names no trace id gets a report with no spans (incomplete).
-    """
-    want = expected if callable(expected) else (lambda a: expected)
-    jaeger = JaegerClient(mesh.jaeger.url("query_http"))
-    todo: dict[str, tuple[str, Any]] = {}
-    reports: dict[str, traces.TraceReport] = {}
-    untraceable = 0
-    for a in answers:
-        tid = _trace_id(a)
-        if tid:
-            todo[a.request_id] = (tid, want(a))
-        else:
-            untraceable += 1
-            reports[a.request_id] = traces.TraceReport(trace_id="", request_id=a.request_id)
-    got: dict[str, list[Span]] = {}
-    state = {"spans": -1, "since": time.monotonic(), "polls": 0}
-
-    def probe() -> bool:
-        state["polls"] += 1
-        for rid, (tid, exp) in list(todo.items()):
-            spans = jaeger.trace(tid)
-            got[rid] = spans
-            reports[rid] = traces.analyze(spans, tid, exp, rid)
-            if reports[rid].complete:
-                del todo[rid]
-        if not todo:
-            return True
-        n = sum(len(got[r]) for r in got)
-        now = time.monotonic()
-        if n != state["spans"]:
-            state["spans"], state["since"] = n, now
-        elif now - state["since"] >= settle:
-            return True  # nothing new for `settle` s: what is missing is lost
-        raise wait.NotYet(f"{len(todo)} traces incomplete, {n} spans")
-
-    t0 = time.monotonic()
-    timed_out = False
-    try:
-        wait.until(probe, deadline=deadline, interval=0.5, what="traces to arrive in Jaeger")
-    except WaitTimeout:
-        timed_out = True
-    return Collected(reports, got, untraceable, state["polls"], time.monotonic() - t0, timed_out)
 
 
 def _examples(col: Collected, k: int = 10) -> list[dict[str, Any]]:

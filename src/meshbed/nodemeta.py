@@ -8,7 +8,7 @@ A third-party control plane may ignore it and use its own means.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from .errors import ConfigError

@@ -111,7 +111,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     collector = session.config.stash.get(RESULTS_KEY, None)
     if collector is None or not collector.results:
         return
-    from .settings import Settings
     settings = _settings_from(session.config)
     path = Path(session.config.getoption("meshbed_results") or session.config.getini("meshbed_results")
                 or settings.out_dir / "conformance.json")

@@ -21,8 +21,12 @@ def wait_ready(handle: Handle, deadline: float) -> float:
 
     def probe() -> object:
         if not handle.alive():
+            code = getattr(handle, "exit_code", None)
+            lines = [ln.strip() for ln in handle.log_tail(15).splitlines() if ln.strip() and not ln.startswith("--- meshbed:")]
+            last = lines[-1][:300] if lines else "(no output)"
             raise ComponentError(
-                f"{handle.name} exited during start-up; last log lines:\n{handle.log_tail(15)}",
+                f"{handle.name} exited during start-up" + (f" (exit code {code})" if code is not None else "")
+                + f": {last}",
                 hint=f"full log: {handle.log_path}",
             )
         return probe_fn(handle)
