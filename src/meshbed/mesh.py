@@ -171,11 +171,14 @@ class Mesh:
         return inst.id
 
     def remove_instance(self, instance: str) -> None:
-        """Stop an instance's app (it deregisters itself) and its sidecar, and forget them."""
-        app = self.apps.pop(instance)
-        sidecar = self.sidecars.pop(instance)
-        app.stop()
-        sidecar.stop()
+        """Stop an instance's app (it deregisters itself) and its sidecar, and forget them.
+
+        Tolerates a half-started instance (a failed scale-up), so cleanup never trips on it.
+        """
+        handles = [h for h in (self.apps.pop(instance, None), self.sidecars.pop(instance, None)) if h is not None]
+        for h in handles:
+            h.stop()
+        self.runtime.discard(instance, handles)
         self.instances.pop(instance, None)
         self.advertised.pop(instance, None)
         for kind in ("upstream", "control_plane"):

@@ -119,6 +119,9 @@ class Runtime(abc.ABC):
     def prepare_pod(self, pod: str, ports: list[int]) -> None:
         """Announce a pod's ports before its members start (docker publishes them on the pod's netns)."""
 
+    def discard(self, pod: str, handles: list["Handle"]) -> None:
+        """Forget a removed pod's (stopped) components, so its name can be used again."""
+
     def internal_host(self, pod: str) -> str:
         """The host other components dial to reach ``pod`` (loopback for processes)."""
         return "127.0.0.1"

@@ -398,6 +398,22 @@ class DockerRuntime(Runtime):
         self._record(c, labels.get(LABEL_COMPONENT, name))
         return c
 
+    def discard(self, pod: str, handles: list[Handle]) -> None:
+        """Remove a scaled-down pod's containers (members, pause, forwarders) and forget the pod."""
+        with self._lock:
+            for h in handles:
+                if h in self.handles:
+                    self.handles.remove(h)  # type: ignore[arg-type]
+                c = getattr(h, "container", None)
+                if c is not None:
+                    _remove(c)
+            p = self._pods.pop(pod, None)
+            if p is not None:
+                for c in [*p.forwarders, p.holder]:
+                    if c in self._extra:
+                        self._extra.remove(c)
+                    _remove(c)
+
     def prepare_pod(self, pod: str, ports: Iterable[int]) -> None:
         """Create the pod's pause container publishing every port its members will use."""
         with self._lock:

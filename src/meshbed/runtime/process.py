@@ -139,6 +139,12 @@ class ProcessRuntime(Runtime):
         h._launch()
         return h
 
+    def discard(self, pod: str, handles: list[Handle]) -> None:
+        for h in handles:
+            h.stop()
+            if h in self.handles:
+                self.handles.remove(h)  # type: ignore[arg-type]
+
     def close(self) -> None:
         # apps first (they deregister from Consul), then proxies, then the
         # control plane and infrastructure; each group stops in parallel
