@@ -111,6 +111,11 @@ def plan(opts: RunOptions) -> Plan:
     load_profile(profile)
     if settings.runtime not in runtime_names():
         raise ConfigError(f"unknown runtime {settings.runtime!r}; available: {', '.join(runtime_names())}")
+    from .provision import require
+    from .runtime import runtime_factory
+    for component in ("envoy", "consul", "jaeger", "toxiproxy"):
+        require(component)  # a missing binary: one line saying how to get it
+    runtime_factory(settings.runtime).preflight()  # type: ignore[attr-defined]
     out_dir = Path(settings.out_dir).resolve()
     results, html, junit = out_dir / RESULTS_NAME, out_dir / HTML_NAME, out_dir / JUNIT_NAME
     cwd = root if root is not None and suites.is_relative_to(root) else suites.parent

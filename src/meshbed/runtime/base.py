@@ -106,6 +106,10 @@ class Runtime(abc.ABC):
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
 
+    @classmethod
+    def preflight(cls) -> None:
+        """Raise a one-line MeshbedError if this runtime cannot work here (e.g. no Docker engine)."""
+
     @abc.abstractmethod
     def start(self, spec: ComponentSpec) -> Handle: ...
 

@@ -398,6 +398,10 @@ class DockerRuntime(Runtime):
         self._record(c, labels.get(LABEL_COMPONENT, name))
         return c
 
+    @classmethod
+    def preflight(cls) -> None:
+        client(timeout=10)
+
     def discard(self, pod: str, handles: list[Handle]) -> None:
         """Remove a scaled-down pod's containers (members, pause, forwarders) and forget the pod."""
         with self._lock:
