@@ -1,17 +1,47 @@
-"""Return a running mesh to its baseline, so tests do not leak into each other."""
+"""Return a running mesh to its baseline, and prove it is there.
+
+Tests undo their own changes; this is the safety net between tests (and the
+measurement at the end of a session that nothing was left behind): no toxic,
+every proxy enabled, nothing paused, no scaled-up instance, and Consul
+listing exactly the topology's instances, all passing.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from . import httpc, wait
 from .errors import ComponentError
 
 if TYPE_CHECKING:
     from .mesh import Mesh
 
 
-def reset(mesh: "Mesh") -> None:
-    """Resume paused components, remove every toxic, re-enable every proxy, drop scaled-up instances."""
+def leftovers(mesh: "Mesh") -> dict[str, Any]:
+    """What differs from the baseline right now (all empty lists: clean)."""
+    tp = mesh.toxiproxy_client()
+    proxies = tp.proxies()
+    toxics = [f"{name}:{t['name']}" for name, p in proxies.items() for t in p.get("toxics", [])]
+    disabled = [name for name, p in proxies.items() if not p.get("enabled", True)]
+    cc = mesh.consul_client()
+    expected = set(mesh.instances)
+    registered: dict[str, str] = {}
+    for svc in mesh.topology.services:
+        for inst in cc.instances(svc):
+            registered[inst.id] = inst.status
+    return {
+        "toxics": sorted(toxics),
+        "disabled_proxies": sorted(disabled),
+        "extra_instances": sorted(mesh.extra),
+        "extra_registrations": sorted(set(registered) - expected),
+        "missing_registrations": sorted(expected - set(registered)),
+        "not_passing": sorted(i for i, st in registered.items() if st != "passing" and i in expected),
+        "dead_components": sorted(h.name for h in mesh.all_handles() if not h.alive()),
+    }
+
+
+def reset(mesh: "Mesh", deadline: float = 20.0) -> None:
+    """Undo whatever a test left: resume, remove toxics, re-register and heal instances, drop extras."""
     for inst in list(mesh.extra):
         mesh.remove_instance(inst)
     for h in mesh.all_handles():
@@ -21,3 +51,23 @@ def reset(mesh: "Mesh") -> None:
     if dead:
         raise ComponentError(f"components died and were not restarted by the test: {', '.join(dead)}",
                              hint="a test that kills a component must restart it")
+    left = leftovers(mesh)
+    if left["missing_registrations"] or left["not_passing"] or left["extra_registrations"]:
+        cc = mesh.consul_client()
+        for inst in left["extra_registrations"]:
+            cc.deregister(inst)
+        for inst in set(left["missing_registrations"]) | set(left["not_passing"]):
+            app = mesh.apps[inst]
+            httpc.request("POST", app.url("http", "/meshbed/health"), {"healthy": True}, timeout=5)
+            httpc.request("POST", app.url("http", "/meshbed/register"), timeout=5)
+            cc.maintenance(inst, False)
+
+        def clean() -> object:
+            now = leftovers(mesh)
+            bad = {k: v for k, v in now.items() if v}
+            if bad:
+                raise wait.NotYet(str(bad))
+            return True
+
+        wait.until(clean, deadline, interval=0.1, what="the mesh to return to its baseline",
+                   hint="a test left registrations or health changed and they did not heal")

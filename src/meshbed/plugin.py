@@ -151,6 +151,8 @@ def mesh_factory(meshbed_settings, request: pytest.FixtureRequest) -> Iterator[C
                 meshes[key] = stack.enter_context(bring_up(topo, meshbed_settings, Progress()))
                 request.config.stash[MESHES_KEY].append(meshes[key])
                 _describe_environment(request.config, meshes[key], meshbed_settings)
+                # runs before the mesh's teardown (LIFO): measure that the suites left nothing behind
+                stack.callback(_record_leftovers, request.config, meshes[key])
             return meshes[key]
 
         yield factory
@@ -169,6 +171,15 @@ def mesh(mesh_session):
     reset(mesh_session)
     yield mesh_session
     reset(mesh_session)
+
+
+def _record_leftovers(config: pytest.Config, mesh) -> None:
+    from .baseline import leftovers
+    try:
+        left = leftovers(mesh)
+    except Exception as exc:  # noqa: BLE001 - a dead mesh is reported, not raised at teardown
+        left = {"error": f"{type(exc).__name__}: {exc}"}
+    config.stash[RESULTS_KEY].environment["leftovers_at_end"] = left
 
 
 def _describe_environment(config: pytest.Config, mesh, settings) -> None:
