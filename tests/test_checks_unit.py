@@ -78,3 +78,22 @@ def test_profile_errors_name_the_field(tmp_path):
     p = load(over)
     assert p.for_check("DISC-1").thresholds[0].value == 1.0
     assert p.for_check("DISC-1").params == {"repeats": 5}
+
+
+def test_units_are_converted_or_refused():
+    r = CheckResult("DISC-1", "t", "discovery", thresholds=[Threshold("p99", "<=", 500.0, "ms")])
+    r.figures = [Figure("p99", 3.0, "s", 10)]
+    assert r.judge()[0] == "fail"  # 3 s is 3000 ms, not 3
+    r.figures = [Figure("p99", 0.2, "s", 10)]
+    assert r.judge() == ("pass", "")
+    r.figures = [Figure("p99", 0.2, "requests", 10)]
+    assert r.judge()[0] == "error"
+    r.thresholds = [Threshold("p99", ">=", 1.0, "requests")]
+    r.figures = [Figure("p99", float("inf"), "requests", 10)]
+    assert r.judge()[0] == "error"
+
+
+@pytest.mark.parametrize("text", ["<= 1.2.3 s", "<= . s", "about 2 s", ">= s"])
+def test_malformed_thresholds_are_config_errors(text):
+    with pytest.raises(ConfigError):
+        Threshold.parse("x", text)

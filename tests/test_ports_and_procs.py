@@ -48,3 +48,25 @@ def test_sweep_orphans_kills_processes_of_a_dead_supervisor(tmp_path):
     finally:
         if child.poll() is None:
             child.kill()
+
+
+def test_stop_ends_a_wrapper_scripts_children(tmp_path):
+    from meshbed.runtime.base import ComponentSpec
+    from meshbed.runtime.process import ProcessRuntime
+    rt = ProcessRuntime(tmp_path)
+    pidfile = tmp_path / "child.pid"
+    # a wrapper that ignores SIGTERM itself and leaves a child behind
+    script = f"trap '' TERM; {sys.executable} -c 'import os,time; open(\"{pidfile}\",\"w\").write(str(os.getpid())); time.sleep(60)' & wait"
+    h = rt.start(ComponentSpec(name="wrapped", kind="app", argv=["sh", "-c", script], stop_timeout=1.0))
+    try:
+        import time
+        end = time.monotonic() + 10
+        while not pidfile.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        child = int(pidfile.read_text())
+        st = procutil.start_time(child)
+        assert procutil.is_ours(child, st)
+        h.stop()
+        assert not procutil.is_ours(child, st), "the wrapper's child survived stop()"
+    finally:
+        rt.close()

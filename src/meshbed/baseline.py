@@ -24,6 +24,24 @@ def leftovers(mesh: "Mesh") -> dict[str, Any]:
     toxics = [f"{name}:{t['name']}" for name, p in proxies.items() for t in p.get("toxics", [])]
     disabled = [name for name, p in proxies.items() if not p.get("enabled", True)]
     cc = mesh.consul_client()
+    from .policy import KV_SERVICES_PREFIX, ServicePolicy
+    changed_policies = []
+    for svc, spec in mesh.topology.services.items():
+        r = httpc.get(mesh.consul.url("http") + f"/v1/kv/{KV_SERVICES_PREFIX}{svc}?raw", timeout=5)
+        try:
+            now = ServicePolicy.from_json(r.json()) if r.status == 200 else None
+        except Exception:  # noqa: BLE001 - unreadable counts as changed
+            now = None
+        if now != spec.policy:
+            changed_policies.append(svc)
+    from .policy import KV_MESH_KEY, MeshPolicy
+    r = httpc.get(mesh.consul.url("http") + f"/v1/kv/{KV_MESH_KEY}?raw", timeout=5)
+    try:
+        mesh_now = MeshPolicy.from_json(r.json()) if r.status == 200 else None
+    except Exception:  # noqa: BLE001 - unreadable counts as changed
+        mesh_now = None
+    if mesh_now != mesh.topology.mesh:
+        changed_policies.append(KV_MESH_KEY)
     expected = set(mesh.instances)
     registered: dict[str, str] = {}
     for svc in mesh.topology.services:
@@ -37,6 +55,7 @@ def leftovers(mesh: "Mesh") -> dict[str, Any]:
         "missing_registrations": sorted(expected - set(registered)),
         "not_passing": sorted(i for i, st in registered.items() if st != "passing" and i in expected),
         "dead_components": sorted(h.name for h in mesh.all_handles() if not h.alive()),
+        "changed_policies": sorted(changed_policies),
     }
 
 
@@ -52,6 +71,14 @@ def reset(mesh: "Mesh", deadline: float = 20.0) -> None:
         raise ComponentError(f"components died and were not restarted by the test: {', '.join(dead)}",
                              hint="a test that kills a component must restart it")
     left = leftovers(mesh)
+    if left["changed_policies"]:
+        from .policy import KV_MESH_KEY
+        from .policy_control import restore
+        for svc in left["changed_policies"]:
+            if svc == KV_MESH_KEY:
+                mesh.consul_client().kv_put(KV_MESH_KEY, mesh.topology.mesh.to_json())
+            else:
+                restore(mesh, svc, deadline)
     if left["missing_registrations"] or left["not_passing"] or left["extra_registrations"]:
         cc = mesh.consul_client()
         for inst in left["extra_registrations"]:

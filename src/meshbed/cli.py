@@ -287,6 +287,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # -- entry point -------------------------------------------------------------
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshbed", description="A testbed and conformance suite for Envoy service meshes.")
     p.add_argument("--version", action="version", version=f"meshbed {__version__}")
@@ -326,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("bench", help="benchmarks: startup time, convergence time (medians over N)")
     sp.add_argument("what", choices=["startup", "convergence"])
-    sp.add_argument("-n", type=int, default=5, help="runs (startup) or changes (convergence); default 5")
+    sp.add_argument("-n", type=_positive_int, default=5, help="runs (startup) or changes (convergence); default 5")
     sp.add_argument("-f", "--file", dest="topology", help="topology YAML (default examples/basic.yaml)")
     sp.add_argument("--runtime")
     sp.add_argument("--controlplane")
@@ -378,6 +388,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("meshbed: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - people get one line; MESHBED_DEBUG=1 gets the traceback
+        if os.environ.get("MESHBED_DEBUG"):
+            raise
+        print(f"meshbed: internal error: {type(exc).__name__}: {exc} (rerun with MESHBED_DEBUG=1 for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

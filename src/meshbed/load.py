@@ -113,8 +113,11 @@ class LoadRun:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.finish()  # the test failed: do not wait out the load
+        else:
+            self.stop()
 
     def start(self) -> None:
         self.request_log.unlink(missing_ok=True)

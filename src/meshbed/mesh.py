@@ -227,12 +227,21 @@ def bring_up(topology: Topology, settings: Settings, progress: Progress = lambda
     """Start every component of ``topology``; stop them all on exit, however it happens."""
     t0 = time.monotonic()
     sweep_orphans(settings.runs_dir)
+    # everything that can fail without side effects comes first, so a bad
+    # setup leaves no run directory behind claiming to be "starting"
+    binaries = {n: require(n) for n in ("envoy", "consul", "jaeger", "toxiproxy")}
+    factory = runtime_factory(settings.runtime)
+    if settings.controlplane != "reference":
+        cp_c.external_spec(settings.controlplane, PortAllocator(), "http://127.0.0.1:1")  # validates the template
     own_state = state is None
     if state is None:
         state = RunState.create(settings.runs_dir, settings.runtime, topology.source)
-    binaries = {n: require(n) for n in ("envoy", "consul", "jaeger", "toxiproxy")}
-    factory = runtime_factory(settings.runtime)
-    runtime = factory(state.run_dir, state)
+    try:
+        runtime = factory(state.run_dir, state)
+    except BaseException:
+        if own_state:
+            state.set_status("down", "runtime failed to start")
+        raise
     ports = PortAllocator()
     bind = runtime.listen_host()
     ih = runtime.internal_host

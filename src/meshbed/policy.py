@@ -9,6 +9,7 @@ watches both with blocking queries.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -82,18 +83,26 @@ class ServicePolicy:
                 return None
             if not isinstance(v, dict):
                 raise ConfigError(f"{where}.{name}: must be a mapping")
-            try:
-                return typ(**v)
-            except TypeError as exc:
-                raise ConfigError(f"{where}.{name}: {exc}") from exc
+            fields = typ.__dataclass_fields__
+            for k, x in v.items():
+                if k not in fields:
+                    raise ConfigError(f"{where}.{name}.{k}: unknown field; known: {', '.join(fields)}")
+                want = type(fields[k].default)
+                if want is int and (isinstance(x, bool) or not isinstance(x, int) or x < 0):
+                    raise ConfigError(f"{where}.{name}.{k}: must be a non-negative integer, got {x!r}")
+                if want is str and not isinstance(x, str):
+                    raise ConfigError(f"{where}.{name}.{k}: must be a string, got {x!r}")
+            return typ(**v)
 
-        try:
-            timeout_ms = int(d.get("timeout_ms", 15000))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}.timeout_ms: must be an integer") from exc
+        timeout_ms = d.get("timeout_ms", 15000)
+        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 1:
+            raise ConfigError(f"{where}.timeout_ms: must be a positive integer (milliseconds), got {timeout_ms!r}")
+        hash_header = d.get("hash_header", "")
+        if not isinstance(hash_header, str) or (hash_header and not re.match(r"^[A-Za-z0-9-]+$", hash_header)):
+            raise ConfigError(f"{where}.hash_header: must be an HTTP header name, got {hash_header!r}")
         return cls(
             lb_policy=lb,
-            hash_header=str(d.get("hash_header", "")),
+            hash_header=hash_header,
             weights={str(k): int(v) for k, v in weights.items()},
             timeout_ms=timeout_ms,
             retries=sub("retries", Retries),

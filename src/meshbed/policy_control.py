@@ -4,11 +4,13 @@ A policy change is a Consul KV write (``meshbed/services/<svc>``); the
 control plane turns it into CDS/RDS. "Shows it" is judged on each subscriber
 Envoy's own ``/config_dump``: every active dynamic cluster of the service
 (``svc`` and ``svc~<version>`` per weight) and every route action that
-targets the service must equal what the reference control plane's pure
-resource builders make of the policy -- exactly, so a stale field (an old
-hash policy, a removed weight) is not taken for the new config. A leftover
-``svc~<version>`` cluster that the policy no longer names also counts as
-not-yet.
+targets the service must match what the policy asks for. Matching is on
+the policy's own fields only (LB policy, outlier detection, circuit
+breakers; route target and weights, timeout, retries, hash policy), taken
+from what the reference control plane's resource builders make of the
+policy, so any control plane that honours the contract passes, whatever
+else it sets. A stale field (an old hash policy, a removed weight, a
+leftover ``svc~<version>`` cluster) still counts as not-yet.
 
 Optionally (``endpoints=True``) it also waits until every cluster of the
 service lists exactly the instances Consul has as passing (filtered by
@@ -67,12 +69,36 @@ def _norm(v: Any) -> Any:
     return v
 
 
+_CLUSTER_POLICY_FIELDS = ("lb_policy", "outlier_detection", "circuit_breakers", "ring_hash_lb_config",
+                          "maglev_lb_config", "least_request_lb_config")
+_ROUTE_POLICY_FIELDS = ("timeout", "retry_policy", "hash_policy")
+
+
+def _cluster_policy(c: dict[str, Any]) -> dict[str, Any]:
+    """The policy-bearing part of a cluster (ROUND_ROBIN is proto3's default, omitted when unset)."""
+    out = {k: _norm(c[k]) for k in _CLUSTER_POLICY_FIELDS if k in c}
+    out.setdefault("lb_policy", "ROUND_ROBIN")
+    return out
+
+
+def _route_policy(a: dict[str, Any]) -> dict[str, Any]:
+    """The policy-bearing part of a route action: its targets with weights, timeout, retries, hash."""
+    out = {k: _norm(a[k]) for k in _ROUTE_POLICY_FIELDS if k in a}
+    if "cluster" in a:
+        out["targets"] = {a["cluster"]: 1.0}
+    else:
+        out["targets"] = {c.get("name", ""): _norm(c.get("weight", 0))
+                          for c in a.get("weighted_clusters", {}).get("clusters", [])}
+    return out
+
+
 def expected_clusters(service: str, policy: ServicePolicy) -> dict[str, dict[str, Any]]:
-    return {n: _norm(_as_dict(resources.eds_cluster(n, policy))) for n in resources.service_clusters(service, policy)}
+    return {n: _cluster_policy(_as_dict(resources.eds_cluster(n, policy)))
+            for n in resources.service_clusters(service, policy)}
 
 
 def expected_route_action(service: str, policy: ServicePolicy) -> dict[str, Any]:
-    return _norm(_as_dict(resources.route_action(service, policy)))
+    return _route_policy(_as_dict(resources.route_action(service, policy)))
 
 
 def _dump(admin_url: str) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
@@ -109,7 +135,7 @@ def shows(admin_url: str, service: str, policy: ServicePolicy) -> tuple[bool, st
     if have != set(want):
         return False, f"clusters {sorted(have)} != {sorted(want)}"
     for n, exp in want.items():
-        got = _norm(clusters[n])
+        got = _cluster_policy(clusters[n])
         if got != exp:
             diff = sorted(k for k in set(got) | set(exp) if got.get(k) != exp.get(k))
             return False, f"cluster {n} differs in {diff}"
@@ -118,7 +144,7 @@ def shows(admin_url: str, service: str, policy: ServicePolicy) -> tuple[bool, st
     if not mine:
         return False, f"no route to {service}"
     for a in mine:
-        got = _norm(a)
+        got = _route_policy(a)
         if got != ra:
             diff = sorted(k for k in set(got) | set(ra) if got.get(k) != ra.get(k))
             return False, f"route action to {service} differs in {diff}"

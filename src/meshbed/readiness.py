@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait as wait_futures
 from typing import Callable, Iterable
 
 from . import wait
@@ -11,7 +12,11 @@ from .errors import ComponentError
 from .runtime.base import Handle
 
 
-def wait_ready(handle: Handle, deadline: float) -> float:
+class _Aborted(ComponentError):
+    """Another component of the same wait failed: stop waiting for this one."""
+
+
+def wait_ready(handle: Handle, deadline: float, abort: threading.Event | None = None) -> float:
     """Block until the handle's readiness probe holds; returns seconds waited."""
     spec = handle.spec
     probe_fn = spec.ready
@@ -20,6 +25,8 @@ def wait_ready(handle: Handle, deadline: float) -> float:
     start = time.monotonic()
 
     def probe() -> object:
+        if abort is not None and abort.is_set():
+            raise _Aborted(f"stopped waiting for {handle.name}")
         if not handle.alive():
             code = getattr(handle, "exit_code", None)
             lines = [ln.strip() for ln in handle.log_tail(15).splitlines() if ln.strip() and not ln.startswith("--- meshbed:")]
@@ -37,11 +44,17 @@ def wait_ready(handle: Handle, deadline: float) -> float:
 
 
 def wait_all(handles: Iterable[Handle], deadline: float, on_ready: Callable[[Handle, float], None] = lambda h, t: None) -> None:
-    """Wait for several components at once; the first failure is raised."""
+    """Wait for several components at once; the first failure is raised at once, the other waits stop."""
     hs = list(handles)
     if not hs:
         return
+    abort = threading.Event()
     with ThreadPoolExecutor(max_workers=min(16, len(hs))) as pool:
-        futures = {pool.submit(wait_ready, h, deadline): h for h in hs}
-        for f, h in futures.items():
-            on_ready(h, f.result())
+        futures = {pool.submit(wait_ready, h, deadline, abort): h for h in hs}
+        done, _ = wait_futures(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in done if f.exception() is not None and not isinstance(f.exception(), _Aborted)]
+        if failed:
+            abort.set()  # the other probes give up within one poll
+            raise failed[0].exception()  # type: ignore[misc]
+    for f, h in futures.items():
+        on_ready(h, f.result())

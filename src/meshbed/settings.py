@@ -35,6 +35,8 @@ class Settings:
     controlplane: str = "reference"
 
     def __post_init__(self) -> None:
+        if not str(self.controlplane).strip():
+            raise ConfigError("controlplane: empty; use 'reference' or a command template with {xds_port}")
         if self.ready_timeout <= 0:
             raise ConfigError(f"ready_timeout must be > 0 seconds, got {self.ready_timeout}")
         if self.envoy_concurrency < 1:

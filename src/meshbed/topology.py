@@ -110,7 +110,11 @@ def parse(data: Any, source: str = "<dict>") -> Topology:
         raise p.fail("(top)", "the file is empty")
     d = _mapping(p, data, "(top)")
     _check_keys(p, d, "", {"name", "services", "ingress", "chaos", "mesh"})
-    name = _name(p, d.get("name", Path(source).stem if source != "<dict>" else "mesh"), "name")
+    if "name" in d:
+        name = _name(p, d["name"], "name")
+    else:  # no name: derive a valid one from the file name
+        stem = re.sub(r"[^a-z0-9-]+", "-", Path(source).stem.lower()).strip("-") if source != "<dict>" else "mesh"
+        name = stem[:31] if NAME_RE.match(stem[:31] or "-") else "mesh"
     raw_services = _mapping(p, d.get("services"), "services") if "services" in d else None
     if not raw_services:
         raise p.fail("services", "at least one service is required")
@@ -143,8 +147,10 @@ def parse(data: Any, source: str = "<dict>") -> Topology:
             version = ir.get("version", "v1")
             if not isinstance(version, str) or not re.match(r"^[a-z0-9][a-z0-9.-]{0,15}$", version):
                 raise p.fail(f"{iw}.version", f"{version!r} is not a valid version label")
-            insts.append(InstanceSpec(sname, i, version, _int(p, ir.get("priority", 0), f"{iw}.priority", 0, 5),
-                                      str(ir.get("zone", "zone-a"))))
+            zone = ir.get("zone", "zone-a")
+            if not isinstance(zone, str) or not zone:
+                raise p.fail(f"{iw}.zone", f"must be a non-empty string, got {zone!r}")
+            insts.append(InstanceSpec(sname, i, version, _int(p, ir.get("priority", 0), f"{iw}.priority", 0, 5), zone))
         versions = {i.version for i in insts}
         missing = sorted(set(policy.weights) - versions)
         if missing:
@@ -176,7 +182,7 @@ def parse(data: Any, source: str = "<dict>") -> Topology:
             if not isinstance(prefix, str) or not prefix.startswith("/"):
                 raise p.fail(f"{rw}.prefix", f"must start with '/', got {prefix!r}")
             svc = rr.get("service")
-            if svc not in services:
+            if not isinstance(svc, str) or svc not in services:
                 raise p.fail(f"{rw}.service", f"unknown service {svc!r}; known: {', '.join(services)}")
             routes.append(IngressRoute(prefix, svc))
     chaos = _mapping(p, d.get("chaos") or {}, "chaos")
@@ -222,6 +228,8 @@ def load(path: str | Path) -> Topology:
         raise ConfigError(f"{path}: topology file not found", hint="pass -f examples/basic.yaml or a file of yours") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read topology file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file", hint="a topology is YAML text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -17,7 +17,19 @@ from ..errors import ConfigError
 Verdict = Literal["pass", "fail", "error", "skipped"]
 VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "error", "skipped")
 
-_THRESHOLD_RE = re.compile(r"^\s*(<=|>=|<|>|==)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*([^\s].*)?$")
+_THRESHOLD_RE = re.compile(r"^\s*(<=|>=|<|>|==)\s*(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e-?[0-9]+)?)\s*([A-Za-z%][^\n]*)?$")
+
+# a figure in one unit judged against a threshold in another: factor figure -> threshold
+_CONVERT = {("s", "ms"): 1000.0, ("ms", "s"): 0.001, ("ms", "us"): 1000.0, ("us", "ms"): 0.001,
+            ("s", "us"): 1e6, ("us", "s"): 1e-6}
+
+
+def convert(value: float, unit: str, to: str) -> float | None:
+    """``value`` in ``unit`` expressed in ``to``; None when the units are not comparable."""
+    if unit == to or not unit or not to:
+        return value
+    factor = _CONVERT.get((unit, to))
+    return None if factor is None else value * factor
 
 
 @dataclass(frozen=True)
@@ -86,9 +98,14 @@ class CheckResult:
             f = self.figure(t.figure)
             if f is None or f.value is None or (isinstance(f.value, float) and math.isnan(f.value)):
                 return "error", f"no measured figure for {t.figure!r}"
+            if not math.isfinite(float(f.value)):
+                return "error", f"{t.figure}: measured value is not finite ({f.value})"
             if f.n < f.min_n:
                 return "error", f"{t.figure}: only {f.n} samples, the check needs {f.min_n}"
-            if not t.holds(float(f.value)):
+            v = convert(float(f.value), f.unit, t.unit)
+            if v is None:
+                return "error", f"{t.figure}: measured in {f.unit!r} but the threshold is in {t.unit!r}"
+            if not t.holds(v):
                 failures.append(f"{t.figure} = {f.value:.4g}{(' ' + f.unit) if f.unit else ''}, needs {t}")
         if failures:
             return "fail", "; ".join(failures)

@@ -66,17 +66,25 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _read(path: Path, what: str) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found", hint="pass --profile examples/profiles/default.yaml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {getattr(exc, 'strerror', None) or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+
+
 def load(path: str | Path) -> Profile:
     """Load a profile; `extends: other.yaml` overrides another profile field by field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: profile not found", hint="pass --profile examples/profiles/default.yaml") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    data = _read(path, "profile")
     if isinstance(data, dict) and data.get("extends"):
         base_path = (path.parent / str(data["extends"])).resolve()
-        base = yaml.safe_load(base_path.read_text())
+        base = _read(base_path, f"profile extended by {path}")
+        if not isinstance(base, dict):
+            raise ConfigError(f"{base_path}: the extended profile must be a mapping")
         data = _merge(base, {k: v for k, v in data.items() if k != "extends"})
     return parse(data, str(path))

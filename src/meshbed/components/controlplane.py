@@ -52,6 +52,10 @@ def external_spec(template: str, ports: PortAllocator, consul_url: str, host: st
                           hint="placeholders: {xds_host} {xds_port} {http_port} {consul_url}") from None
     if "{http_port}" not in template:
         del p["http"]
+    import shutil
+    if not argv or (shutil.which(argv[0]) is None):
+        raise ConfigError(f"controlplane command: {argv[0] if argv else '(empty)'!r} is not an executable on PATH",
+                          hint="give the full path of your control plane's binary")
     return ComponentSpec(
         name="controlplane", kind="controlplane", argv=argv, ports=p, host=host, pod="controlplane",
         ready=_xds_listening, ready_what="the control plane's xDS port to accept connections",

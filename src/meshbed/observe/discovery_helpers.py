@@ -144,8 +144,10 @@ def rejected_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str,
     return out
 
 
-def cp_events(cp_url: str, since: float, event: str | None = None, type_: str | None = None) -> list[dict[str, Any]]:
+def cp_events(cp_url: str | None, since: float, event: str | None = None, type_: str | None = None) -> list[dict[str, Any]]:
     """The reference control plane's push log (/debug/pushes); [] when the CP has none (other CPs)."""
+    if not cp_url:
+        return []
     try:
         evs = httpc.get_json(f"{cp_url.rstrip('/')}/debug/pushes?since={since}", timeout=5)
     except (OSError, ValueError):

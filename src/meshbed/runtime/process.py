@@ -67,11 +67,17 @@ class ProcessHandle(Handle):
         return self._proc.poll() if self._proc else None
 
     def _signal(self, sig: int) -> None:
+        """Signal the component's whole process group (it runs in its own session)."""
         if self._proc is not None and self._proc.poll() is None:
             try:
-                self._proc.send_signal(sig)
+                os.killpg(self._proc.pid, sig)
             except ProcessLookupError:
                 pass
+
+    def _end_group(self, grace: float) -> None:
+        """After the leader exits: end what it left in its group (a wrapper's children)."""
+        if self._proc is not None:
+            procutil.terminate_group(self._proc.pid, self._started, grace)
 
     def stop(self, timeout: float | None = None) -> None:
         with self._lock:
@@ -85,6 +91,7 @@ class ProcessHandle(Handle):
                 except subprocess.TimeoutExpired:
                     self._signal(signal.SIGKILL)
                     self._proc.wait(timeout=5)
+            self._end_group(grace=1.0)
             if self._state is not None:
                 self._state.record_process(self.spec.name, None)
 
@@ -93,6 +100,7 @@ class ProcessHandle(Handle):
             if self._proc is not None and self._proc.poll() is None:
                 self._signal(signal.SIGKILL)
                 self._proc.wait(timeout=5)
+            self._end_group(grace=0.0)
 
     def pause(self) -> None:
         self._signal(signal.SIGSTOP)

@@ -69,3 +69,48 @@ def terminate(pid: int, started: int | None, grace: float = 5.0) -> None:
     end = time.monotonic() + 2.0
     while time.monotonic() < end and is_ours(pid, started):
         time.sleep(0.02)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read().decode()
+    except OSError:
+        return None
+    return data[data.rfind(")") + 2 :].split()
+
+
+def group_members(pgid: int, not_before: int | None) -> list[tuple[int, int]]:
+    """(pid, start time) of live processes in process group ``pgid`` started no earlier than ``not_before``.
+
+    Components run in their own session (pgid = the leader's PID), so this
+    finds what a wrapper script left behind even after the leader is gone.
+    """
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        f = _stat_fields(int(entry))
+        if f is None or f[0] == "Z":
+            continue
+        try:
+            pg, st = int(f[2]), int(f[19])
+        except (IndexError, ValueError):
+            continue
+        if pg == pgid and (not_before is None or st >= not_before):
+            out.append((int(entry), st))
+    return out
+
+
+def terminate_group(pgid: int, started: int | None, grace: float = 5.0) -> list[int]:
+    """End every process of a component's group (leader and children); returns the PIDs signalled."""
+    members = group_members(pgid, started)
+    for pid, st in members:
+        signal_if_ours(pid, st, signal.SIGCONT)
+        signal_if_ours(pid, st, signal.SIGTERM)
+    end = time.monotonic() + grace
+    while time.monotonic() < end and any(is_ours(p, st) for p, st in members):
+        time.sleep(0.02)
+    for pid, st in members:
+        signal_if_ours(pid, st, signal.SIGKILL)
+    return [p for p, _ in members]

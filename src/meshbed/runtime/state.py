@@ -111,8 +111,8 @@ def sweep_processes(state: RunState, grace: float = 3.0) -> list[str]:
     killed = []
     for name, p in list((state.data.get("processes") or {}).items()):
         pid, started = int(p["pid"]), p.get("start")
-        if procutil.is_ours(pid, started):
-            procutil.terminate(pid, started, grace)
+        # the whole process group: a component started through a wrapper leaves children
+        if procutil.terminate_group(pid, started, grace):
             killed.append(name)
     return killed
 
