@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable
 
 from . import httpc
+from .errors import ComponentError, ConfigError
 from .mesh import bring_up
 from .observe import convergence
 from .settings import Settings
@@ -37,10 +38,14 @@ def bench_convergence(settings: Settings, changes: int, progress: Callable[[str]
     topo = load(settings.topology)
     per_change: list[float] = []
     per_envoy: list[float] = []
+    misses = 0
     with bring_up(topo, settings) as mesh:
         # the service most Envoys subscribe to, so 'every Envoy' means the most
-        service = max((s for s in topo.services if len(mesh.instances_of(s)) > 1),
-                      key=lambda s: len(mesh.subscribers(s)))
+        candidates = [s for s in topo.services if len(mesh.instances_of(s)) > 1 and mesh.subscribers(s)]
+        if not candidates:
+            raise ConfigError(f"{topo.source}: bench convergence needs a service with >= 2 instances that "
+                              "another service (or the ingress) calls")
+        service = max(candidates, key=lambda s: len(mesh.subscribers(s)))
         victim = mesh.instances_of(service)[0]
         addr = mesh.advertised[victim]
         subs = {n: h.url("admin") for n, h in mesh.subscribers(service).items()}
@@ -51,16 +56,23 @@ def bench_convergence(settings: Settings, changes: int, progress: Callable[[str]
             t0 = time.time()
             httpc.request("POST", app.url("http", "/meshbed/deregister" if deregister else "/meshbed/register"), timeout=5)
             times = convergence.converge_times(subs, expect, t0, 10)
-            vals = [10.0 if v is None else v for v in times.values()]
+            if any(v is None for v in times.values()):
+                misses += 1  # never converged within 10 s: counted, not given a made-up time
+                progress(f"change {i + 1}/{changes}: {sum(v is None for v in times.values())} Envoys never converged")
+                continue
+            vals = [float(v) for v in times.values() if v is not None]
             per_envoy += vals
             per_change.append(max(vals))
             progress(f"change {i + 1}/{changes} ({'deregister' if deregister else 'register'}): "
                      f"all {len(vals)} Envoys in {max(vals) * 1000:.0f} ms")
         if changes % 2 == 1:
             httpc.request("POST", app.url("http", "/meshbed/register"), timeout=5)
+    if not per_change:
+        raise ComponentError(f"no change converged on every Envoy within 10 s ({misses} of {changes})",
+                             hint="see the controlplane log in the run directory")
     return {"benchmark": "convergence", "runtime": settings.runtime, "unit": "s", "service": service,
             "samples_all_envoys": per_change, "median": statistics.median(per_change), **_spread(per_change),
-            "per_envoy": summarize(per_envoy).to_json()}
+            "per_envoy": summarize(per_envoy).to_json(), "not_converged": misses}
 
 
 def _spread(samples: list[float]) -> dict[str, float]:

@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the endpoints as one JSON object")
     sp.add_argument("--ready-timeout", type=float, help="seconds to wait for each start-up phase (default 90)")
     sp.add_argument("--controlplane", help="'reference' (default) or a command template for your control plane, "
-                                           "with {xds_host} {xds_port} {consul_url} placeholders")
+                                           "with {xds_host} {xds_port} {consul_url} (and optionally {http_port}) placeholders")
     common(sp)
     sp.set_defaults(fn=cmd_up)
 
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", dest="keyword", metavar="EXPR", help="pytest -k expression")
     sp.add_argument("--out", metavar="DIR", help="report directory (default reports/)")
     sp.add_argument("--ready-timeout", type=float, help="seconds to wait for each start-up phase (default 90)")
-    sp.add_argument("--controlplane", help="'reference' (default) or a command template for your control plane")
+    sp.add_argument("--controlplane", help="'reference' (default) or a command template for your control plane, with {xds_host} {xds_port} {consul_url} (and optionally {http_port}) placeholders")
     sp.add_argument("--suites", metavar="DIR", help="suites directory (default: suites/ of the meshbed checkout)")
     sp.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
     common(sp)

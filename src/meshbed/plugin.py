@@ -31,7 +31,7 @@ OPTIONS = {
     "profile": ("conformance profile YAML with thresholds (default examples/profiles/default.yaml)", None),
     "state_dir": ("where run directories live (default ~/.cache/meshbed/runs)", None),
     "ready_timeout": ("seconds to wait for each start-up phase (default 90)", None),
-    "controlplane": ("control plane under test: 'reference' or a command template with {xds_port} and {consul_url}", None),
+    "controlplane": ("control plane under test: 'reference' or a command template with {xds_host} {xds_port} {consul_url} (and optionally {http_port})", None),
     "results": ("where to write the conformance results JSON (default reports/conformance.json)", None),
 }
 

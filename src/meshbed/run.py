@@ -201,10 +201,11 @@ def run(opts: RunOptions, stream: TextIO | None = None) -> int:
         print("meshbed run: interrupted", file=sys.stderr)
         return 130
     if rc == 4:  # pytest usage error: bad -m expression, unknown option...
-        raise ConfigError(f"pytest rejected the arguments (exit 4): {' '.join(p.argv[3:])}")
+        raise ConfigError("pytest rejected the arguments (its message is above)",
+                          hint="check -m/-k expressions; markers: quick, discovery, lb, tracing, resilience")
     if not p.results.exists():
         if rc == 5:
-            why = "no test was selected"
+            why = "no test was selected (markers: quick, discovery, lb, tracing, resilience; or -k with a check id)"
         elif rc < 0:
             why = f"pytest was killed by signal {-rc} before it wrote results"
         else:
