@@ -489,7 +489,7 @@ def test_disc6_consul_outage(mesh, check, load, fault_log):
     window = res.between(t_pause, t_conv)
     fails = sum(1 for r in window if r.status != 200)
     vals = [deadline if v is None else v for v in conv.values()]
-    polls = sum(len(poller.between(n, t_pause, t_watch_end)) for n in admin)
+    polls = sum(poller.polls_between(n, t_pause, t_watch_end) for n in admin)
     check.figure("partial_pushes", sum(len(v) for v in partial.values()), "pushes", polls,
                  "envoy admin /clusters (20 ms polls during the outage)", min_n=10 * len(admin))
     check.figure("error_rate", 100.0 * fails / len(window) if window else None, "%", len(window),

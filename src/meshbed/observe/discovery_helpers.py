@@ -68,6 +68,8 @@ class EndpointPoller:
     changes: dict[str, list[Sample]] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     polls: dict[str, int] = field(default_factory=dict)
+    # wall-clock time of every successful poll, so a window's sample count is known
+    poll_ts: dict[str, list[float]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -77,10 +79,11 @@ class EndpointPoller:
             ts = time.time()
             try:
                 cur = envoy_endpoints(url, self.services[node])
-            except (OSError, ValueError):
+            except Exception:  # noqa: BLE001 - any failed poll is counted, the thread must live on
                 self.errors[node] = self.errors.get(node, 0) + 1
             else:
                 self.polls[node] = self.polls.get(node, 0) + 1
+                self.poll_ts[node].append(ts)
                 if cur != last:
                     self.changes[node].append(Sample(ts, cur))
                     last = cur
@@ -88,7 +91,7 @@ class EndpointPoller:
 
     def __enter__(self) -> "EndpointPoller":
         for n, u in self.admin_urls.items():
-            self.changes[n], self.errors[n], self.polls[n] = [], 0, 0
+            self.changes[n], self.errors[n], self.polls[n], self.poll_ts[n] = [], 0, 0, []
             t = threading.Thread(target=self._watch, args=(n, u), daemon=True, name=f"poll-{n}")
             t.start()
             self._threads.append(t)
@@ -107,6 +110,10 @@ class EndpointPoller:
                 break
             cur = s.endpoints
         return cur
+
+    def polls_between(self, node: str, t0: float, t1: float) -> int:
+        """Successful polls of ``node`` in [t0, t1): the samples behind a window's verdict."""
+        return sum(1 for t in self.poll_ts.get(node, []) if t0 <= t < t1)
 
     def between(self, node: str, t0: float, t1: float) -> list[Sample]:
         return [s for s in self.changes.get(node, []) if t0 <= s.ts < t1]
