@@ -94,14 +94,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     from .mesh import bring_up
     progress = Progress()
     _sigterm_as_interrupt()
+    ready = False
     try:
         with bring_up(topology, settings, progress) as mesh:
+            ready = True
             _print_endpoints(mesh.endpoints(), args.json)
             progress("press Ctrl-C to tear the mesh down")
             while True:
                 signal.pause()
     except KeyboardInterrupt:
-        progress("torn down")
+        progress("torn down" if ready else "interrupted during start-up; torn down")
+        return 0 if ready else 130
     return 0
 
 

@@ -140,7 +140,10 @@ class LoadRun:
             if self.request_log.exists() and self.request_log.stat().st_size > 0:
                 return
             if self.proc is not None and self.proc.poll() is not None:
-                break
+                tail = [ln for ln in self.log_file.read_text(errors="replace").splitlines() if ln.strip()][-1:] \
+                    if self.log_file.exists() else []
+                raise ComponentError(f"locust exited (code {self.proc.returncode}) before sending a request"
+                                     + (f": {tail[0][:200]}" if tail else ""), hint=f"see {self.log_file}")
             time.sleep(0.05)
         raise ComponentError(f"locust sent no request within {timeout:.0f}s", hint=f"see {self.log_file}")
 
