@@ -230,6 +230,12 @@ def check(request: pytest.FixtureRequest, meshbed_profile):
     yield c
     rep = getattr(request.node, "_meshbed_rep_call", None)
     r = c.result
+    unused = c.unused_params()
+    if unused and rep is not None and not rep.skipped:
+        import warnings
+        r.evidence["unused_profile_params"] = unused
+        warnings.warn(f"{cid}: the profile sets params this check does not use: {', '.join(unused)} "
+                      f"(a typo? it reads: {', '.join(sorted(c.read_params)) or 'none'})", stacklevel=1)
     if rep is not None and rep.skipped:
         r.verdict, r.reason = "skipped", _reason(rep)
     elif rep is not None and rep.failed and not c.judged:

@@ -18,6 +18,7 @@ class Check:
         self.result = CheckResult(check_id, entry.title, entry.group, thresholds=list(profile.thresholds),
                                   started_at=time.time(), nodeid=nodeid)
         self.params = dict(profile.params)
+        self.read_params: set[str] = set()
         self._t0 = time.monotonic()
         self.judged = False
 
@@ -26,7 +27,12 @@ class Check:
         return self.result.id
 
     def param(self, name: str, default: Any = None) -> Any:
+        self.read_params.add(name)
         return self.params.get(name, default)
+
+    def unused_params(self) -> list[str]:
+        """Profile params this check never read: most likely a typo in the profile."""
+        return sorted(set(self.params) - self.read_params)
 
     def figure(self, name: str, value: float | None, unit: str, n: int, source: str = "", min_n: int = 1) -> Figure:
         """Record a measured figure (replacing one of the same name)."""
