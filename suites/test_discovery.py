@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -264,8 +265,8 @@ def test_disc4_churn_storm(mesh, check, load, consul):
             events = sorted((e for c in churns for e in c.events), key=lambda e: e.ts)
             t_last = events[-1].ts
             expected = {s: dh.consul_endpoints(consul, s) for s in pools}
-            settle = dh.converge_each(admin, {n: dh.matches({s: expected[s] for s in svcs})
-                                              for n, svcs in subs.items()}, t_last, deadline)
+            settle = convergence.converge_times(admin, {n: dh.matches({s: expected[s] for s in svcs})
+                                                        for n, svcs in subs.items()}, t_last, deadline)
             t_settled = time.time()
             final = {n: {s: sorted(f"{a} {h}" for a, h in eps) for s, eps in dh.envoy_endpoints(u, subs[n]).items()}
                      for n, u in admin.items()}
@@ -539,7 +540,9 @@ def test_disc7_control_plane_killed(mesh, check, load, fault_log):
                 done.append(inst)
             t_change = time.time()
             with ThreadPoolExecutor(1 + len(subs_by_svc)) as pool:  # all measured at once, from t_restart
-                f_re = pool.submit(dh.times_until, everyone, dh.is_connected, t_restart, deadline)
+                f_re = pool.submit(convergence.first_true_times,
+                                   {n: functools.partial(dh.is_connected, u) for n, u in everyone.items()},
+                                   t_restart, deadline, 0.02)
                 f_conv = {svc: pool.submit(convergence.converge_times, subs,
                                            convergence.lacks_host(svc, mesh.advertised[changes[svc]]),
                                            t_restart, deadline)

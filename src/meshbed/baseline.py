@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import httpc, wait
-from .errors import ComponentError
+from . import wait
+from .errors import ComponentError, ConfigError
+from .policy import KV_MESH_KEY, KV_SERVICES_PREFIX, MeshPolicy, ServicePolicy
 
 if TYPE_CHECKING:
     from .mesh import Mesh
@@ -24,24 +25,19 @@ def leftovers(mesh: "Mesh") -> dict[str, Any]:
     toxics = [f"{name}:{t['name']}" for name, p in proxies.items() for t in p.get("toxics", [])]
     disabled = [name for name, p in proxies.items() if not p.get("enabled", True)]
     cc = mesh.consul_client()
-    from .policy import KV_SERVICES_PREFIX, ServicePolicy
+    # bring-up wrote every policy key: a missing, unreadable or different one is a leftover
+    wanted: dict[str, tuple[Any, Any]] = {KV_SERVICES_PREFIX + svc: (ServicePolicy.from_json, spec.policy)
+                                          for svc, spec in mesh.topology.services.items()}
+    wanted[KV_MESH_KEY] = (MeshPolicy.from_json, mesh.topology.mesh)
     changed_policies = []
-    for svc, spec in mesh.topology.services.items():
-        r = httpc.get(mesh.consul.url("http") + f"/v1/kv/{KV_SERVICES_PREFIX}{svc}?raw", timeout=5)
+    for key, (parse, want) in wanted.items():
+        doc = cc.kv_get_json(key)
         try:
-            now = ServicePolicy.from_json(r.json()) if r.status == 200 else None
-        except Exception:  # noqa: BLE001 - unreadable counts as changed
+            now = None if doc is None else parse(doc)
+        except ConfigError:
             now = None
-        if now != spec.policy:
-            changed_policies.append(svc)
-    from .policy import KV_MESH_KEY, MeshPolicy
-    r = httpc.get(mesh.consul.url("http") + f"/v1/kv/{KV_MESH_KEY}?raw", timeout=5)
-    try:
-        mesh_now = MeshPolicy.from_json(r.json()) if r.status == 200 else None
-    except Exception:  # noqa: BLE001 - unreadable counts as changed
-        mesh_now = None
-    if mesh_now != mesh.topology.mesh:
-        changed_policies.append(KV_MESH_KEY)
+        if now != want:
+            changed_policies.append(key.removeprefix(KV_SERVICES_PREFIX))
     expected = set(mesh.instances)
     registered: dict[str, str] = {}
     for svc in mesh.topology.services:
@@ -72,7 +68,6 @@ def reset(mesh: "Mesh", deadline: float = 20.0) -> None:
                              hint="a test that kills a component must restart it")
     left = leftovers(mesh)
     if left["changed_policies"]:
-        from .policy import KV_MESH_KEY
         from .policy_control import restore
         for svc in left["changed_policies"]:
             if svc == KV_MESH_KEY:
@@ -84,9 +79,8 @@ def reset(mesh: "Mesh", deadline: float = 20.0) -> None:
         for inst in left["extra_registrations"]:
             cc.deregister(inst)
         for inst in set(left["missing_registrations"]) | set(left["not_passing"]):
-            app = mesh.apps[inst]
-            httpc.request("POST", app.url("http", "/meshbed/health"), {"healthy": True}, timeout=5)
-            httpc.request("POST", app.url("http", "/meshbed/register"), timeout=5)
+            mesh.control(inst, "/meshbed/health", {"healthy": True})
+            mesh.control(inst, "/meshbed/register")
             cc.maintenance(inst, False)
 
         def clean() -> object:

@@ -11,7 +11,6 @@ import statistics
 import time
 from typing import Any, Callable
 
-from . import httpc
 from .errors import ComponentError, ConfigError
 from .mesh import bring_up
 from .observe import convergence
@@ -49,12 +48,11 @@ def bench_convergence(settings: Settings, changes: int, progress: Callable[[str]
         victim = mesh.instances_of(service)[0]
         addr = mesh.advertised[victim]
         subs = {n: h.url("admin") for n, h in mesh.subscribers(service).items()}
-        app = mesh.apps[victim]
         for i in range(changes):
             deregister = i % 2 == 0
             expect = convergence.lacks_host(service, addr) if deregister else convergence.has_host(service, addr)
             t0 = time.time()
-            httpc.request("POST", app.url("http", "/meshbed/deregister" if deregister else "/meshbed/register"), timeout=5)
+            mesh.control(victim, "/meshbed/deregister" if deregister else "/meshbed/register")
             times = convergence.converge_times(subs, expect, t0, 10)
             if any(v is None for v in times.values()):
                 misses += 1  # never converged within 10 s: counted, not given a made-up time
@@ -66,7 +64,7 @@ def bench_convergence(settings: Settings, changes: int, progress: Callable[[str]
             progress(f"change {i + 1}/{changes} ({'deregister' if deregister else 'register'}): "
                      f"all {len(vals)} Envoys in {max(vals) * 1000:.0f} ms")
         if changes % 2 == 1:
-            httpc.request("POST", app.url("http", "/meshbed/register"), timeout=5)
+            mesh.control(victim, "/meshbed/register")
     if not per_change:
         raise ComponentError(f"no change converged on every Envoy within 10 s ({misses} of {changes})",
                              hint="see the controlplane log in the run directory")

@@ -87,9 +87,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from .topology import load
     topology = load(settings.topology)  # validate before anything starts
-    from .runtime import runtime_factory
-    runtime_factory(settings.runtime).preflight()  # type: ignore[attr-defined]
     if args.detach:
+        from .runtime import runtime_factory
+        runtime_factory(settings.runtime).preflight()  # before a supervisor and run dir exist
         return _up_detached(args, settings)
     from .mesh import bring_up
     progress = Progress()

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from . import wait
+from . import httpc, wait
 from .chaos.toxiproxy import ToxiproxyClient
 from .components import app as app_c
 from .components import consul as consul_c
@@ -102,6 +102,12 @@ class Mesh:
 
     def toxiproxy_client(self) -> ToxiproxyClient:
         return ToxiproxyClient(self.toxiproxy.url("api"))
+
+    def control(self, instance: str, path: str, body: Any = None) -> None:
+        """POST to an instance's own control endpoint (/meshbed/register, /meshbed/health, ...)."""
+        r = httpc.request("POST", self.apps[instance].url("http", path), body, timeout=5)
+        if r.status != 200:
+            raise ComponentError(f"{instance} {path}: HTTP {r.status}: {r.text[:100]}")
 
     def instances_of(self, service: str) -> list[str]:
         return [i for i, spec in self.instances.items() if spec.service == service]
@@ -231,6 +237,7 @@ def bring_up(topology: Topology, settings: Settings, progress: Progress = lambda
     # setup leaves no run directory behind claiming to be "starting"
     binaries = {n: require(n) for n in ("envoy", "consul", "jaeger", "toxiproxy")}
     factory = runtime_factory(settings.runtime)
+    factory.preflight()  # type: ignore[attr-defined]  # e.g. no Docker engine: one line, nothing started
     if settings.controlplane != "reference":
         cp_c.external_spec(settings.controlplane, PortAllocator(), "http://127.0.0.1:1")  # validates the template
     own_state = state is None

@@ -122,11 +122,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                       f"-> {path}")
 
 
+SETTINGS_KEY = pytest.StashKey["object"]()
+
+
 def _settings_from(config: pytest.Config):  # -> Settings (import kept lazy: no work at plugin import)
-    from .settings import Settings
-    cli = {n: config.getoption(f"meshbed_{n}") for n in OPTIONS}
-    ini = {n: config.getini(f"meshbed_{n}") for n in OPTIONS}
-    return Settings.build(cli=cli, ini=ini)
+    """Built once per session, on first use, and shared by the fixtures and the session hooks."""
+    if SETTINGS_KEY not in config.stash:
+        from .settings import Settings
+        cli = {n: config.getoption(f"meshbed_{n}") for n in OPTIONS}
+        ini = {n: config.getini(f"meshbed_{n}") for n in OPTIONS}
+        config.stash[SETTINGS_KEY] = Settings.build(cli=cli, ini=ini)
+    return config.stash[SETTINGS_KEY]
 
 
 @pytest.fixture(scope="session")

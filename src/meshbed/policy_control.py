@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 from google.protobuf.json_format import MessageToDict
 
-from . import httpc, wait
+from . import wait
 from .controlplane import resources
 from .observe import envoy_admin
 from .policy import KV_SERVICES_PREFIX, ServicePolicy
@@ -225,10 +225,8 @@ def apply(mesh: Any, service: str, policy: ServicePolicy, deadline: float = 15.0
 
 def current(mesh: Any, service: str) -> ServicePolicy:
     """The policy stored in Consul KV now (the topology's default when there is none)."""
-    r = httpc.get(mesh.consul.url("http") + f"/v1/kv/{KV_SERVICES_PREFIX}{service}?raw", timeout=5)
-    if r.status == 404:
-        return ServicePolicy()
-    return ServicePolicy.from_json(r.json(), where=f"kv {service}")
+    doc = mesh.consul_client().kv_get_json(KV_SERVICES_PREFIX + service)
+    return ServicePolicy() if doc is None else ServicePolicy.from_json(doc, where=f"kv {service}")
 
 
 def baseline(mesh: Any, service: str) -> ServicePolicy:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait as wait_futures
-from typing import Callable, Iterable
+from typing import Iterable
 
 from . import wait
 from .errors import ComponentError
@@ -43,7 +43,7 @@ def wait_ready(handle: Handle, deadline: float, abort: threading.Event | None = 
     return time.monotonic() - start
 
 
-def wait_all(handles: Iterable[Handle], deadline: float, on_ready: Callable[[Handle, float], None] = lambda h, t: None) -> None:
+def wait_all(handles: Iterable[Handle], deadline: float) -> None:
     """Wait for several components at once; the first failure is raised at once, the other waits stop."""
     hs = list(handles)
     if not hs:
@@ -56,5 +56,5 @@ def wait_all(handles: Iterable[Handle], deadline: float, on_ready: Callable[[Han
         if failed:
             abort.set()  # the other probes give up within one poll
             raise failed[0].exception()  # type: ignore[misc]
-    for f, h in futures.items():
-        on_ready(h, f.result())
+    for f in futures:
+        f.result()

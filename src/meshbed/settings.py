@@ -7,7 +7,7 @@ the environment at import time; the object is passed explicitly.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -78,6 +78,3 @@ class Settings:
             except (TypeError, ValueError):
                 raise ConfigError(f"setting {f.name}: {v!r} is not a valid {f.type}") from None
         return cls(**out)
-
-    def with_(self, **changes: Any) -> "Settings":
-        return replace(self, **changes)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .. import httpc
-from ..errors import ComponentError, ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..mesh import Mesh
@@ -44,24 +43,18 @@ class Churn:
         if self.rate_per_s <= 0 or self.duration_s <= 0 or self.rate_per_s * self.duration_s > 10_000:
             raise ConfigError("churn needs rate > 0, duration > 0 and at most 10 000 events")
 
-    def _post(self, instance: str, path: str, body: Any = None) -> None:
-        app = self.mesh.apps[instance]
-        r = httpc.request("POST", app.url("http", path), body, timeout=5)
-        if r.status != 200:
-            raise ComponentError(f"churn: {instance} {path} -> HTTP {r.status}: {r.text[:100]}")
-
     def _act(self, action: str, inst: str) -> None:
         if action == "deregister":
-            self._post(inst, "/meshbed/deregister")
+            self.mesh.control(inst, "/meshbed/deregister")
             self.down.add(inst)
         elif action == "register":
-            self._post(inst, "/meshbed/register")
+            self.mesh.control(inst, "/meshbed/register")
             self.down.discard(inst)
         elif action == "unhealthy":
-            self._post(inst, "/meshbed/health", {"healthy": False})
+            self.mesh.control(inst, "/meshbed/health", {"healthy": False})
             self.unhealthy.add(inst)
         elif action == "healthy":
-            self._post(inst, "/meshbed/health", {"healthy": True})
+            self.mesh.control(inst, "/meshbed/health", {"healthy": True})
             self.unhealthy.discard(inst)
         self.events.append(ChurnEvent(time.time(), action, inst))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -12,6 +11,7 @@ import jinja2
 from .. import httpc
 from ..errors import ComponentError
 from ..nodemeta import NodeMeta
+from ..observe import envoy_admin
 from ..runtime.base import ComponentSpec, Handle
 
 
@@ -42,21 +42,12 @@ def render_bootstrap(meta: NodeMeta, *, admin_host: str, admin_port: int, xds: t
     )
 
 
-def stats(h: Handle, prefix: str = "") -> dict[str, int]:
-    r = httpc.get(h.url("admin", "/stats?format=json" + (f"&filter={prefix}" if prefix else "")), timeout=2)
-    out: dict[str, int] = {}
-    for s in r.json().get("stats", []):
-        if "value" in s:
-            out[s["name"]] = int(s["value"])
-    return out
-
-
 def _ready(h: Handle) -> object:
     # /ready alone can turn LIVE after the initial fetch timeout with no
     # config; also require that CDS and LDS were accepted (an xDS ACK)
     if httpc.get(h.url("admin", "/ready"), timeout=2).status != 200:
         return False
-    s = stats(h, r"^(cluster_manager\.cds|listener_manager\.lds)\.update_success$")
+    s = envoy_admin.stats(h.url("admin"), r"^(cluster_manager\.cds|listener_manager\.lds)\.update_success$")
     return s.get("cluster_manager.cds.update_success", 0) >= 1 and s.get("listener_manager.lds.update_success", 0) >= 1
 
 
@@ -77,6 +68,3 @@ def spec(binary: Path, meta: NodeMeta, *, admin_port: int, xds: tuple[str, int],
         ready_hint="see the envoy and controlplane logs in the run directory", stop_timeout=3.0,
     )
 
-
-def node_meta_json(meta: NodeMeta) -> str:
-    return json.dumps(meta.to_struct())

@@ -38,6 +38,11 @@ class ConsulClient:
         body = value if isinstance(value, (str, bytes)) else json.dumps(value)
         self._req("PUT", f"/v1/kv/{key}", body)
 
+    def kv_get_json(self, key: str) -> Any:
+        """The JSON value at ``key``; None when there is no such key."""
+        r = self._req("GET", f"/v1/kv/{key}?raw", ok=(200, 404))
+        return None if r.status == 404 else r.json()
+
     def kv_delete(self, key: str, recurse: bool = False) -> None:
         self._req("DELETE", f"/v1/kv/{key}" + ("?recurse" if recurse else ""))
 

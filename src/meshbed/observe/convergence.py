@@ -7,7 +7,6 @@ since ``t0`` (time.time()), comparable with the control plane's push log.
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -18,32 +17,42 @@ from .envoy_admin import HostStatus, clusters
 Expectation = Callable[[dict[str, list[HostStatus]]], bool]
 
 
-def converge_times(admin_urls: dict[str, str], expect: Expectation, t0: float, deadline_s: float,
-                   interval: float = 0.01) -> dict[str, float | None]:
-    """Per Envoy: seconds from t0 to the first poll where ``expect(clusters)`` holds (None: never)."""
-    out: dict[str, float | None] = {}
-    lock = threading.Lock()
+def first_true_times(probes: dict[str, Callable[[], bool]], t0: float, deadline_s: float,
+                     interval: float = 0.01) -> dict[str, float | None]:
+    """Per name: seconds from t0 to the first poll where its probe is true (None: not by the deadline).
+
+    Every probe runs in its own thread; a probe that raises OSError/ValueError
+    (an admin API paused or restarting) counts as not yet.
+    """
     end = t0 + deadline_s
 
-    def watch(name: str, url: str) -> None:
-        result: float | None = None
+    def watch(probe: Callable[[], bool]) -> float | None:
         while time.time() < end:
             polled_at = time.time()
             try:
-                ok = expect(clusters(url, timeout=1.0))
+                if probe():
+                    return polled_at - t0
             except (OSError, ValueError):
-                ok = False
-            if ok:
-                result = polled_at - t0
-                break
+                pass
             time.sleep(interval)
-        with lock:
-            out[name] = result
+        return None
 
-    with ThreadPoolExecutor(max_workers=max(1, len(admin_urls))) as pool:
-        for n, u in admin_urls.items():
-            pool.submit(watch, n, u)
-    return out
+    with ThreadPoolExecutor(max_workers=max(1, len(probes))) as pool:
+        futures = {n: pool.submit(watch, p) for n, p in probes.items()}
+        return {n: f.result() for n, f in futures.items()}
+
+
+def converge_times(admin_urls: dict[str, str], expect: Expectation | dict[str, Expectation], t0: float,
+                   deadline_s: float, interval: float = 0.01) -> dict[str, float | None]:
+    """Per Envoy: seconds from t0 to the first poll where ``expect(clusters)`` holds (None: never).
+
+    ``expect`` is one expectation for every Envoy, or one per Envoy by name.
+    """
+    def probe(name: str, url: str) -> Callable[[], bool]:
+        e = expect[name] if isinstance(expect, dict) else expect
+        return lambda: e(clusters(url, timeout=1.0))
+
+    return first_true_times({n: probe(n, u) for n, u in admin_urls.items()}, t0, deadline_s, interval)
 
 
 def has_host(cluster: str, address: str, healthy: bool = True) -> Expectation:
@@ -61,12 +70,6 @@ def lacks_healthy_host(cluster: str, address: str) -> Expectation:
 def lacks_host(cluster: str, address: str) -> Expectation:
     def f(cs: dict[str, list[HostStatus]]) -> bool:
         return all(h.address != address for h in cs.get(cluster, []))
-    return f
-
-
-def healthy_set_is(cluster: str, addresses: set[str]) -> Expectation:
-    def f(cs: dict[str, list[HostStatus]]) -> bool:
-        return {h.address for h in cs.get(cluster, []) if h.healthy} == addresses
     return f
 
 

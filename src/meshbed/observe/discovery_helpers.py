@@ -164,55 +164,5 @@ def cp_events(cp_url: str | None, since: float, event: str | None = None, type_:
     return [e for e in evs if (event is None or e.get("event") == event) and (type_ is None or e.get("type") == type_)]
 
 
-def connected_state(admin_urls: dict[str, str]) -> dict[str, int]:
-    out = {}
-    for n, u in admin_urls.items():
-        try:
-            out[n] = stats(u, "control_plane.connected_state").get("control_plane.connected_state", 0)
-        except (OSError, ValueError):
-            out[n] = -1
-    return out
-
-
-def post(url: str, body: Any = None, timeout: float = 5.0) -> None:
-    r = httpc.request("POST", url, body, timeout=timeout)
-    if r.status != 200:
-        raise OSError(f"POST {url}: HTTP {r.status}: {r.text[:100]}")
-
-
-def converge_each(admin_urls: dict[str, str], expect_by_node: dict[str, Any], t0: float,
-                  deadline_s: float, interval: float = 0.01) -> dict[str, float | None]:
-    """Like convergence.converge_times, but with one expectation per Envoy (all polled concurrently)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from .convergence import converge_times
-    with ThreadPoolExecutor(max_workers=max(1, len(admin_urls))) as pool:
-        futs = {n: pool.submit(converge_times, {n: u}, expect_by_node[n], t0, deadline_s, interval)
-                for n, u in admin_urls.items()}
-        return {n: f.result()[n] for n, f in futs.items()}
-
-
-def times_until(admin_urls: dict[str, str], probe, t0: float, deadline_s: float,
-                interval: float = 0.02) -> dict[str, float | None]:
-    """Per Envoy: seconds from t0 to the first poll where ``probe(admin_url)`` is true (None: never)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(url: str) -> float | None:
-        end = t0 + deadline_s
-        while time.time() < end:
-            at = time.time()
-            try:
-                if probe(url):
-                    return at - t0
-            except (OSError, ValueError):
-                pass
-            time.sleep(interval)
-        return None
-
-    with ThreadPoolExecutor(max_workers=max(1, len(admin_urls))) as pool:
-        futs = {n: pool.submit(one, u) for n, u in admin_urls.items()}
-        return {n: f.result() for n, f in futs.items()}
-
-
 def is_connected(admin_url: str) -> bool:
     return stats(admin_url, "control_plane.connected_state", timeout=1.0).get("control_plane.connected_state") == 1

@@ -80,8 +80,14 @@ class Handle(abc.ABC):
     def resume(self) -> None: ...
 
     @abc.abstractmethod
+    def _launch(self) -> None:
+        """Start (or start again) the component from its spec."""
+
     def restart(self) -> None:
         """Stop, then start again with the same spec and ports (does not wait for ready)."""
+        with self._lock:  # type: ignore[attr-defined]
+            self.stop()
+            self._launch()
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -129,6 +135,32 @@ class Runtime(abc.ABC):
     def internal_host(self, pod: str) -> str:
         """The host other components dial to reach ``pod`` (loopback for processes)."""
         return "127.0.0.1"
+
+
+# teardown order: apps first (they deregister from Consul), then proxies, then
+# the control plane and the infrastructure
+STOP_ORDER = {"app": 0, "envoy": 1, "controlplane": 2, "toxiproxy": 3, "jaeger": 3, "consul": 4}
+
+
+def stop_in_order(handles: list[Handle], max_workers: int = 16) -> list[str]:
+    """Stop handles group by group in STOP_ORDER, each group in parallel; returns the errors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    groups: dict[int, list[Handle]] = {}
+    for h in handles:
+        groups.setdefault(STOP_ORDER.get(h.kind, 9), []).append(h)
+    errors: list[str] = []
+
+    def stop(h: Handle) -> None:
+        try:
+            h.stop()
+        except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+            errors.append(f"{h.name}: {exc}")
+
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        for k in sorted(groups):
+            list(pool.map(stop, groups[k]))
+    return errors
 
 
 _RUNTIMES: dict[str, Callable[..., Runtime]] = {}

@@ -49,7 +49,7 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 from ..errors import ComponentError  # noqa: E402
 from ..images.build import BASE_TAG  # noqa: E402
-from .base import ComponentSpec, Handle, Runtime, register_runtime  # noqa: E402
+from .base import ComponentSpec, Handle, Runtime, register_runtime, stop_in_order  # noqa: E402
 from .state import EXTRA_SWEEPERS, RunState  # noqa: E402
 
 LABEL = "meshbed"
@@ -270,11 +270,6 @@ class DockerHandle(Handle):
         if self._status() == "paused":
             self.container.unpause()
 
-    def restart(self) -> None:
-        with self._lock:
-            self.stop()
-            self._launch()
-
     def describe(self) -> dict[str, object]:
         d = super().describe()
         d["container"] = self.container.name if self.container is not None else None
@@ -478,21 +473,8 @@ class DockerRuntime(Runtime):
     # -- teardown ----------------------------------------------------------------
 
     def close(self) -> None:
-        order = {"app": 0, "envoy": 1, "controlplane": 2, "toxiproxy": 3, "jaeger": 4, "consul": 5}
-        errors: list[str] = []
-        groups: dict[int, list[DockerHandle]] = {}
-        for h in self.handles:
-            groups.setdefault(order.get(h.kind, 9), []).append(h)
-
-        def stop(h: DockerHandle) -> None:
-            try:
-                h.stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
-                errors.append(f"{h.name}: {exc}")
-
+        errors = stop_in_order(list(self.handles), max_workers=8)
         with ThreadPoolExecutor(max_workers=8) as pool:
-            for k in sorted(groups):  # apps first (they deregister), then proxies, then infrastructure
-                list(pool.map(stop, groups[k]))
             containers = [h.container for h in self.handles if h.container is not None] + self._extra
             list(pool.map(_remove, containers))
         self.handles.clear()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import ComponentError
 from . import procutil
-from .base import ComponentSpec, Handle, Runtime, register_runtime
+from .base import ComponentSpec, Handle, Runtime, register_runtime, stop_in_order
 from .state import RunState
 
 
@@ -108,11 +108,6 @@ class ProcessHandle(Handle):
     def resume(self) -> None:
         self._signal(signal.SIGCONT)
 
-    def restart(self) -> None:
-        with self._lock:
-            self.stop()
-            self._launch()
-
     def describe(self) -> dict[str, object]:
         d = super().describe()
         d["pid"] = self.pid
@@ -148,32 +143,12 @@ class ProcessRuntime(Runtime):
         return h
 
     def discard(self, pod: str, handles: list[Handle]) -> None:
-        for h in handles:
-            h.stop()
+        for h in handles:  # already stopped by the caller
             if h in self.handles:
                 self.handles.remove(h)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        # apps first (they deregister from Consul), then proxies, then the
-        # control plane and infrastructure; each group stops in parallel
-        order = {"app": 0, "envoy": 1, "controlplane": 2, "toxiproxy": 3, "jaeger": 3, "consul": 4}
-        groups: dict[int, list[ProcessHandle]] = {}
-        for h in self.handles:
-            groups.setdefault(order.get(h.kind, 9), []).append(h)
-        errors: list[str] = []
-
-        def stop(h: ProcessHandle) -> None:
-            try:
-                h.stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
-                errors.append(f"{h.name}: {exc}")
-
-        for _, hs in sorted(groups.items()):
-            threads = [threading.Thread(target=stop, args=(h,), daemon=True) for h in hs]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(timeout=30)
+        errors = stop_in_order(list(self.handles))
         self.handles.clear()
         if errors:
             raise ComponentError("some components did not stop cleanly: " + "; ".join(errors))
