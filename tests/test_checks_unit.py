@@ -77,7 +77,7 @@ def test_profile_errors_name_the_field(tmp_path):
     over.write_text("extends: base.yaml\nchecks:\n  DISC-1:\n    thresholds: {convergence_p99: '<= 1 s'}\n")
     p = load(over)
     assert p.for_check("DISC-1").thresholds[0].value == 1.0
-    assert p.for_check("DISC-1").params == {"repeats": 5}
+    assert p.for_check("DISC-1").params.repeats == 5
 
 
 def test_units_are_converted_or_refused():
@@ -97,3 +97,72 @@ def test_units_are_converted_or_refused():
 def test_malformed_thresholds_are_config_errors(text):
     with pytest.raises(ConfigError):
         Threshold.parse("x", text)
+
+
+def _multi(*figs, th=("a <= 1 s", "b >= 99 %")):
+    r = CheckResult("X-1", "t", "g", figures=list(figs),
+                    thresholds=[Threshold.parse(t.split()[0], " ".join(t.split()[1:])) for t in th])
+    return r.judge()
+
+
+def test_a_failing_figure_wins_over_a_missing_one():
+    """fail names the failing figure first; a missing one is mentioned, not the verdict."""
+    v, why = _multi(Figure("a", 5.0, "s", 10), Figure("b", None, "%", 0))
+    assert v == "fail" and why.startswith("a = 5 s, needs <= 1 s") and "not measured" in why
+    v, why = _multi(Figure("a", 5.0, "s", 10), Figure("b", 99.5, "%", 1, min_n=100))
+    assert v == "fail" and "only 1 samples" in why
+
+
+def test_nothing_failing_but_something_unmeasured_is_an_error():
+    assert _multi(Figure("a", 0.5, "s", 10), Figure("b", None, "%", 0))[0] == "error"
+    assert _multi(Figure("a", 0.5, "s", 10), Figure("b", 100.0, "%", 3, min_n=10))[0] == "error"
+
+
+def test_an_undersampled_count_of_bad_events_already_over_its_bound_fails():
+    """40 late requests seen in a thin window: more samples could only add late requests."""
+    r = CheckResult("X-1", "t", "g", figures=[Figure("late", 40, "requests", 3, min_n=10, bad_count=True)],
+                    thresholds=[Threshold.parse("late", "<= 0 requests")])
+    assert r.judge()[0] == "fail"
+    r.figures = [Figure("late", 0, "requests", 3, min_n=10, bad_count=True)]
+    assert r.judge()[0] == "error"  # zero in a thin window proves nothing
+    r.figures = [Figure("late", 40, "requests", 3, min_n=10)]  # not a count of bad events: cannot judge
+    assert r.judge()[0] == "error"
+
+
+def test_a_measured_absence_is_judged():
+    """No ejection is 0 %, not a missing figure; a policy never shown counts as its deadline."""
+    r = CheckResult("X-1", "t", "g", figures=[Figure("ejecting", 0.0, "%", 2, min_n=2)],
+                    thresholds=[Threshold.parse("ejecting", ">= 100 %")])
+    assert r.judge()[0] == "fail"
+
+
+def test_params_are_typed_and_refused_when_unknown(tmp_path):
+    from meshbed.checks.profile import load
+    bad = tmp_path / "p.yaml"
+    bad.write_text("extends: default\nchecks:\n  DISC-1: {params: {repeat: 5}}\n")
+    with pytest.raises(ConfigError, match="params.repeat: not a parameter of DISC-1; known: repeats"):
+        load(bad)
+    bad.write_text("extends: default\nchecks:\n  DISC-1: {params: {repeats: five}}\n")
+    with pytest.raises(ConfigError, match="params.repeats: must be an integer"):
+        load(bad)
+    bad.write_text("extends: default\nchecks:\n  DISC-1: {thresholds: {convergnce_p99: '<= 1 s'}}\n")
+    with pytest.raises(ConfigError, match="DISC-1 measures no such figure"):
+        load(bad)
+    bad.write_text("extends: default\nchecks:\n  DISC-1: {thresholds: {convergence_p99: '<= 1 %'}}\n")
+    with pytest.raises(ConfigError, match="does not fit"):
+        load(bad)
+
+
+def test_extends_chains_resolve_fully_and_refuse_cycles(tmp_path):
+    from meshbed.checks.profile import load
+    (tmp_path / "a.yaml").write_text("extends: default\nchecks:\n  DISC-1: {params: {repeats: 2}}\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nchecks:\n  DISC-2: {params: {repeats: 1}}\n")
+    p = load(tmp_path / "b.yaml")
+    assert len(p.checks) == 23 and p.for_check("DISC-1").params.repeats == 2
+    (tmp_path / "c.yaml").write_text("extends: d.yaml\nchecks: {}\n")
+    (tmp_path / "d.yaml").write_text("extends: c.yaml\nchecks: {}\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load(tmp_path / "c.yaml")
+    (tmp_path / "e.yaml").write_text("extends: e.yaml\nchecks: {}\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load(tmp_path / "e.yaml")

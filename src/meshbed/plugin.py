@@ -236,16 +236,15 @@ def check(request: pytest.FixtureRequest, meshbed_profile):
     yield c
     rep = getattr(request.node, "_meshbed_rep_call", None)
     r = c.result
-    unused = c.unused_params()
-    if unused and rep is not None and not rep.skipped:
-        import warnings
-        r.evidence["unused_profile_params"] = unused
-        warnings.warn(f"{cid}: the profile sets params this check does not use: {', '.join(unused)} "
-                      f"(a typo? it reads: {', '.join(sorted(c.read_params)) or 'none'})", stacklevel=1)
     if rep is not None and rep.skipped:
         r.verdict, r.reason = "skipped", _reason(rep)
     elif rep is not None and rep.failed and not c.judged:
-        r.verdict, r.reason = "error", _reason(rep)
+        # the harness raised: a figure measured before that already fails still decides the verdict
+        verdict, why = r.judge() if r.thresholds else ("error", "")
+        if verdict == "fail":
+            r.verdict, r.reason = "fail", f"{why} (then the check stopped: {_reason(rep)})"
+        else:
+            r.verdict, r.reason = "error", _reason(rep)
     elif not c.judged:
         r.verdict, r.reason = "error", "the test ended without judging the check"
     if r.verdict in ("fail", "error"):

@@ -1,20 +1,13 @@
-"""Apply a ServicePolicy to a running mesh and wait until every subscribed Envoy shows it.
+"""Apply a policy to a running mesh and measure how long every affected Envoy takes to show it.
 
-A policy change is a Consul KV write (``meshbed/services/<svc>``); the
-control plane turns it into CDS/RDS. "Shows it" is judged on each subscriber
-Envoy's own ``/config_dump``: every active dynamic cluster of the service
-(``svc`` and ``svc~<version>`` per weight) and every route action that
-targets the service must match what the policy asks for. Matching is on
-the policy's own fields only (LB policy, outlier detection, circuit
-breakers; route target and weights, timeout, retries, hash policy), taken
-from what the reference control plane's resource builders make of the
-policy, so any control plane that honours the contract passes, whatever
-else it sets. A stale field (an old hash policy, a removed weight, a
-leftover ``svc~<version>`` cluster) still counts as not-yet.
-
-Optionally (``endpoints=True``) it also waits until every cluster of the
-service lists exactly the instances Consul has as passing (filtered by
-version for ``svc~<version>``), healthy, so traffic can start at once.
+A policy change is a Consul KV write (``meshbed/services/<svc>`` or
+``meshbed/mesh``); the control plane under test turns it into xDS. "Shows it"
+is judged by :mod:`meshbed.contract` on each subscriber Envoy's own
+``/config_dump``: the facts the policy's meaning and Envoy's docs require,
+whatever else the control plane sets. A policy that does not show before
+the deadline is a measured absence (the Envoy's time is None, judged as the
+deadline by ``policy_apply_p99``), never an exception: the check goes on and
+measures what the data path does.
 """
 
 from __future__ import annotations
@@ -24,200 +17,126 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from google.protobuf.json_format import MessageToDict
-
-from . import wait
-from .controlplane import resources
+from . import contract, wait
+from .errors import WaitTimeout
+from .checks.params import POLICY_DEADLINE_S
 from .observe import envoy_admin
-from .policy import KV_SERVICES_PREFIX, ServicePolicy
+from .policy import KV_MESH_KEY, KV_SERVICES_PREFIX, MeshPolicy, ServicePolicy
 
-_CLUSTERS_DUMP = "type.googleapis.com/envoy.admin.v3.ClustersConfigDump"
-_ROUTES_DUMP = "type.googleapis.com/envoy.admin.v3.RoutesConfigDump"
+RESTORE_DEADLINE_S = 20.0
 
 
 @dataclass
 class Applied:
-    """What apply() measured: seconds from the KV write until each Envoy showed the policy."""
+    """What apply() measured: seconds from the KV write until each Envoy showed the policy (None: never)."""
 
     service: str
     policy: dict[str, Any]
-    per_envoy_s: dict[str, float] = field(default_factory=dict)
+    per_envoy_s: dict[str, float | None] = field(default_factory=dict)
     endpoints_s: float | None = None
     elapsed_s: float = 0.0
+    deadline_s: float = POLICY_DEADLINE_S
+    last_seen: dict[str, list[str]] = field(default_factory=dict)  # what each late Envoy still showed
+
+    @property
+    def shown(self) -> bool:
+        return all(v is not None for v in self.per_envoy_s.values())
 
     def to_json(self) -> dict[str, Any]:
         return {"service": self.service, "policy": self.policy,
-                "per_envoy_s": {k: round(v, 3) for k, v in self.per_envoy_s.items()},
+                "per_envoy_s": {k: None if v is None else round(v, 3) for k, v in self.per_envoy_s.items()},
                 "endpoints_s": None if self.endpoints_s is None else round(self.endpoints_s, 3),
-                "elapsed_s": round(self.elapsed_s, 3)}
+                "elapsed_s": round(self.elapsed_s, 3), "deadline_s": self.deadline_s,
+                "never_shown": {k: v[:4] for k, v in self.last_seen.items()}}
 
 
-def _as_dict(msg: Any) -> dict[str, Any]:
-    return MessageToDict(msg, preserving_proto_field_name=True)
+def ingress_prefixes(mesh: Any, node: str, service: str) -> list[str]:
+    return [r.prefix for r in mesh.topology.ingress if r.service == service] if node == "ingress" else []
 
 
-def _norm(v: Any) -> Any:
-    """Make proto-JSON from Envoy and from Python comparable (ints vs floats, '@type' dropped)."""
-    if isinstance(v, dict):
-        return {k: _norm(x) for k, x in v.items() if k != "@type"}
-    if isinstance(v, list):
-        return [_norm(x) for x in v]
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, (int, float)):
-        return float(v)
-    return v
+def _view(admin_url: str) -> contract.EnvoyView:
+    return contract.view(envoy_admin.config_dump(admin_url, include_eds=False, timeout=3.0))
 
 
-_CLUSTER_POLICY_FIELDS = ("lb_policy", "outlier_detection", "circuit_breakers", "ring_hash_lb_config",
-                          "maglev_lb_config", "least_request_lb_config")
-_ROUTE_POLICY_FIELDS = ("timeout", "retry_policy", "hash_policy")
+def problems(mesh: Any, node: str, admin_url: str, service: str, policy: ServicePolicy) -> list[str]:
+    """How this Envoy falls short of ``policy`` for ``service`` ([] when it shows it)."""
+    return contract.service_facts(_view(admin_url), service, policy, ingress_prefixes(mesh, node, service))
 
 
-def _cluster_policy(c: dict[str, Any]) -> dict[str, Any]:
-    """The policy-bearing part of a cluster (ROUND_ROBIN is proto3's default, omitted when unset)."""
-    out = {k: _norm(c[k]) for k in _CLUSTER_POLICY_FIELDS if k in c}
-    out.setdefault("lb_policy", "ROUND_ROBIN")
-    return out
-
-
-def _route_policy(a: dict[str, Any]) -> dict[str, Any]:
-    """The policy-bearing part of a route action: its targets with weights, timeout, retries, hash."""
-    out = {k: _norm(a[k]) for k in _ROUTE_POLICY_FIELDS if k in a}
-    if "cluster" in a:
-        out["targets"] = {a["cluster"]: 1.0}
-    else:
-        out["targets"] = {c.get("name", ""): _norm(c.get("weight", 0))
-                          for c in a.get("weighted_clusters", {}).get("clusters", [])}
-    return out
-
-
-def expected_clusters(service: str, policy: ServicePolicy) -> dict[str, dict[str, Any]]:
-    return {n: _cluster_policy(_as_dict(resources.eds_cluster(n, policy)))
-            for n in resources.service_clusters(service, policy)}
-
-
-def expected_route_action(service: str, policy: ServicePolicy) -> dict[str, Any]:
-    return _route_policy(_as_dict(resources.route_action(service, policy)))
-
-
-def _dump(admin_url: str) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """(active dynamic clusters by name, every route action) from one Envoy's /config_dump."""
-    data = envoy_admin.config_dump(admin_url, include_eds=False, timeout=3.0)
-    clusters: dict[str, dict[str, Any]] = {}
-    actions: list[dict[str, Any]] = []
-    for cfg in data.get("configs", []):
-        t = cfg.get("@type")
-        if t == _CLUSTERS_DUMP:
-            for c in cfg.get("dynamic_active_clusters", []):
-                cl = c.get("cluster", {})
-                clusters[cl.get("name", "")] = cl
-        elif t == _ROUTES_DUMP:
-            for rc in cfg.get("dynamic_route_configs", []):
-                for vh in rc.get("route_config", {}).get("virtual_hosts", []):
-                    for r in vh.get("routes", []):
-                        if "route" in r:
-                            actions.append(r["route"])
-    return clusters, actions
-
-
-def _action_service(action: dict[str, Any]) -> set[str]:
-    names = [action["cluster"]] if "cluster" in action else \
-        [c.get("name", "") for c in action.get("weighted_clusters", {}).get("clusters", [])]
-    return {resources.split_cluster_name(n)[0] for n in names}
-
-
-def shows(admin_url: str, service: str, policy: ServicePolicy) -> tuple[bool, str]:
-    """Does this Envoy's config_dump show ``policy`` for ``service``? (ok, what differs)."""
-    clusters, actions = _dump(admin_url)
-    want = expected_clusters(service, policy)
-    have = {n for n in clusters if resources.split_cluster_name(n)[0] == service}
-    if have != set(want):
-        return False, f"clusters {sorted(have)} != {sorted(want)}"
-    for n, exp in want.items():
-        got = _cluster_policy(clusters[n])
-        if got != exp:
-            diff = sorted(k for k in set(got) | set(exp) if got.get(k) != exp.get(k))
-            return False, f"cluster {n} differs in {diff}"
-    ra = expected_route_action(service, policy)
-    mine = [a for a in actions if service in _action_service(a)]
-    if not mine:
-        return False, f"no route to {service}"
-    for a in mine:
-        got = _route_policy(a)
-        if got != ra:
-            diff = sorted(k for k in set(got) | set(ra) if got.get(k) != ra.get(k))
-            return False, f"route action to {service} differs in {diff}"
-    return True, ""
-
-
-def _passing(mesh: Any, service: str) -> list[Any]:
-    return [i for i in mesh.consul_client().instances(service) if i.status == "passing"]
-
-
-def endpoints_ready(mesh: Any, service: str, policy: ServicePolicy) -> tuple[bool, str]:
-    """Every subscriber's every cluster of ``service`` has exactly Consul's passing instances, healthy."""
-    passing = _passing(mesh, service)
-    for node, h in mesh.subscribers(service).items():
-        cs = envoy_admin.clusters(h.url("admin"))
-        for name in resources.service_clusters(service, policy):
-            _, ver = resources.split_cluster_name(name)
-            want = {i.address for i in passing if ver is None or i.meta.get("version") == ver}
-            got = {x.address for x in cs.get(name, []) if x.healthy}
-            if got != want:
-                return False, f"{node}:{name} healthy {sorted(got)} != consul {sorted(want)}"
-    return True, ""
-
-
-def wait_applied(mesh: Any, service: str, policy: ServicePolicy, deadline: float = 15.0,
-                 t0: float | None = None) -> dict[str, float]:
-    """Poll every subscriber until it shows ``policy``; seconds from ``t0`` per Envoy."""
-    t0 = time.monotonic() if t0 is None else t0
-    subs = {n: h.url("admin") for n, h in mesh.subscribers(service).items()}
-    seen: dict[str, float] = {}
+def _wait_all(checks: dict[str, Any], t0: float, deadline: float, what: str) -> tuple[dict[str, float | None],
+                                                                                      dict[str, list[str]]]:
+    """Poll ``checks`` (node -> () -> problems) until each is clean once; times from ``t0``, None if never."""
+    seen: dict[str, float | None] = {}
+    last: dict[str, list[str]] = {}
 
     def probe() -> bool:
-        missing = []
-        for n, url in subs.items():
+        for n, f in checks.items():
             if n in seen:
                 continue
-            ok, why = shows(url, service, policy)
-            if ok:
-                seen[n] = time.monotonic() - t0
+            p = f()
+            if p:
+                last[n] = p
             else:
-                missing.append(f"{n}: {why}")
-        if missing:
-            raise wait.NotYet("; ".join(missing[:4]))
+                seen[n] = time.monotonic() - t0
+                last.pop(n, None)
+        if len(seen) < len(checks):
+            raise wait.NotYet("; ".join(f"{n}: {p[0]}" for n, p in list(last.items())[:4]))
         return True
 
-    wait.until(probe, deadline, interval=0.05, what=f"every subscriber of {service} to show policy {policy.to_json()}",
-               hint="check the control plane log (bad KV JSON keeps the previous policy) and Envoy's update_rejected")
-    return seen
+    try:
+        wait.until(probe, max(0.01, t0 + deadline - time.monotonic()), interval=0.05, what=what)
+    except WaitTimeout:
+        pass  # a measured absence: the Envoys still missing get None
+    return {n: seen.get(n) for n in checks}, last
 
 
-def wait_endpoints(mesh: Any, service: str, policy: ServicePolicy, deadline: float = 15.0) -> float:
+def wait_shown(mesh: Any, service: str, policy: ServicePolicy, t0: float,
+               deadline: float = POLICY_DEADLINE_S) -> tuple[dict[str, float | None], dict[str, list[str]]]:
+    subs = {n: h.url("admin") for n, h in mesh.subscribers(service).items()}
+    checks = {n: (lambda n=n, u=u: problems(mesh, n, u, service, policy)) for n, u in subs.items()}
+    return _wait_all(checks, t0, deadline, f"every subscriber of {service} to show policy {policy.to_json()}")
+
+
+def endpoint_problems(mesh: Any, service: str, policy: ServicePolicy) -> list[str]:
+    """Every subscriber's targets for ``service`` list Consul's passing instances of the right version."""
+    passing = {i.address: str(i.meta.get("version", "")) for i in mesh.consul_client().instances(service)
+               if i.status == "passing"}
+    out = []
+    for node, h in mesh.subscribers(service).items():
+        url = h.url("admin")
+        hosts = {c: {x.address for x in xs if x.healthy} for c, xs in envoy_admin.clusters(url).items()}
+        out += [f"{node}: {p}" for p in contract.weighted_targets_ok(
+            _view(url), service, policy, hosts, passing, ingress_prefixes(mesh, node, service))]
+    return out
+
+
+def wait_endpoints(mesh: Any, service: str, policy: ServicePolicy, deadline: float = 15.0) -> float | None:
+    """Seconds until every subscriber routes to exactly the right instances; None when they never do."""
     t0 = time.monotonic()
 
     def probe() -> bool:
-        ok, why = endpoints_ready(mesh, service, policy)
-        if not ok:
-            raise wait.NotYet(why)
+        p = endpoint_problems(mesh, service, policy)
+        if p:
+            raise wait.NotYet("; ".join(p[:4]))
         return True
 
-    wait.until(probe, deadline, interval=0.05, converge=2,
-               what=f"every subscriber of {service} to list Consul's passing instances in each cluster",
-               hint="is every instance registered and passing in Consul?")
+    try:
+        wait.until(probe, deadline, interval=0.05, converge=2,
+                   what=f"every subscriber of {service} to list Consul's passing instances behind each route target",
+                   hint="is every instance registered and passing in Consul?")
+    except WaitTimeout:
+        return None
     return time.monotonic() - t0
 
 
-def apply(mesh: Any, service: str, policy: ServicePolicy, deadline: float = 15.0,
+def apply(mesh: Any, service: str, policy: ServicePolicy, deadline: float = POLICY_DEADLINE_S,
           endpoints: bool = True) -> Applied:
-    """Write ``policy`` to Consul KV and wait until every subscriber Envoy shows it."""
+    """Write ``policy`` to Consul KV; measure when each subscriber shows it (None: not by the deadline)."""
     t0 = time.monotonic()
     mesh.consul_client().kv_put(KV_SERVICES_PREFIX + service, policy.to_json())
-    per = wait_applied(mesh, service, policy, deadline, t0)
-    a = Applied(service, policy.to_json(), per)
-    if endpoints:
+    per, last = wait_shown(mesh, service, policy, t0, deadline)
+    a = Applied(service, policy.to_json(), per, deadline_s=deadline, last_seen=last)
+    if endpoints and a.shown:
         a.endpoints_s = wait_endpoints(mesh, service, policy, deadline)
     a.elapsed_s = time.monotonic() - t0
     return a
@@ -233,16 +152,48 @@ def baseline(mesh: Any, service: str) -> ServicePolicy:
     return mesh.topology.services[service].policy
 
 
-def restore(mesh: Any, service: str, deadline: float = 15.0) -> Applied:
-    """Put the topology's baseline policy back and wait until every subscriber shows it."""
-    return apply(mesh, service, baseline(mesh, service), deadline, endpoints=False)
+def restore(mesh: Any, service: str, deadline: float = RESTORE_DEADLINE_S) -> Applied:
+    """Put the topology's baseline policy back and wait (up to ``deadline``) until every subscriber shows it."""
+    return apply(mesh, service, baseline(mesh, service), deadline, endpoints=True)
 
 
 @contextlib.contextmanager
-def applied(mesh: Any, service: str, policy: ServicePolicy, deadline: float = 15.0,
-            endpoints: bool = True) -> Iterator[Applied]:
-    """``with applied(mesh, "backend", pol) as a:`` -- the baseline policy is restored on exit."""
+def applied(mesh: Any, service: str, policy: ServicePolicy, check: Any = None,
+            deadline: float = POLICY_DEADLINE_S, endpoints: bool = True) -> Iterator[Applied]:
+    """``with applied(mesh, "backend", pol, check) as a:`` -- judged as policy_apply_*; baseline restored on exit."""
     try:
-        yield apply(mesh, service, policy, deadline, endpoints)
+        a = apply(mesh, service, policy, deadline, endpoints)
+        if check is not None:
+            check.policy_applied(a.per_envoy_s, deadline, {"service": service, "policy": a.policy,
+                                                           "endpoints_s": a.endpoints_s,
+                                                           "never_shown": a.to_json()["never_shown"]})
+        yield a
     finally:
-        restore(mesh, service, deadline)
+        restore(mesh, service)
+
+
+# -- the mesh-wide policy (edge sampling) -------------------------------------
+
+def apply_mesh(mesh: Any, policy: MeshPolicy, deadline: float = POLICY_DEADLINE_S) -> Applied:
+    """Write ``meshbed/mesh``; measure when the ingress Envoy shows it."""
+    t0 = time.monotonic()
+    mesh.consul_client().kv_put(KV_MESH_KEY, policy.to_json())
+    url = mesh.envoys["ingress"].url("admin")
+    per, last = _wait_all({"ingress": lambda: contract.mesh_facts(_view(url), policy)}, t0, deadline,
+                          f"the ingress to sample {policy.sampling_percent:g} % of new traces")
+    a = Applied("mesh", policy.to_json(), per, deadline_s=deadline, last_seen=last)
+    a.elapsed_s = time.monotonic() - t0
+    return a
+
+
+@contextlib.contextmanager
+def mesh_applied(mesh: Any, policy: MeshPolicy, check: Any = None,
+                 deadline: float = POLICY_DEADLINE_S) -> Iterator[Applied]:
+    try:
+        a = apply_mesh(mesh, policy, deadline)
+        if check is not None:
+            check.policy_applied(a.per_envoy_s, deadline, {"service": "mesh", "policy": a.policy,
+                                                           "never_shown": a.to_json()["never_shown"]})
+        yield a
+    finally:
+        apply_mesh(mesh, mesh.topology.mesh, RESTORE_DEADLINE_S)

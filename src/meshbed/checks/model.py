@@ -63,12 +63,37 @@ class Figure:
     n: int  # samples behind the figure
     source: str = ""  # where it was measured (envoy admin, consul, jaeger, instance counters, locust)
     min_n: int = 1  # fewer samples than this: the figure cannot pass
+    # a count of bad events (late requests, partial pushes, NACKs): under-sampled, it can still fail
+    bad_count: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         if isinstance(self.value, float) and not math.isfinite(self.value):
             d["value"] = None
         return d
+
+
+def _fmt(f: Figure) -> str:
+    return f"{f.value:.4g}{(' ' + f.unit) if f.unit else ''}"
+
+
+def judge_one(f: Figure | None, t: Threshold) -> tuple[Literal["pass", "fail", "error"], str]:
+    """One threshold against its figure: (pass | fail | error, why)."""
+    if f is None or f.value is None or (isinstance(f.value, float) and math.isnan(f.value)):
+        return "error", f"no measured figure for {t.figure!r}"
+    if not math.isfinite(float(f.value)):
+        return "error", f"{t.figure}: measured value is not finite ({f.value})"
+    v = convert(float(f.value), f.unit, t.unit)
+    if v is None:
+        return "error", f"{t.figure}: measured in {f.unit!r} but the threshold is in {t.unit!r}"
+    holds = t.holds(v)
+    if f.n < f.min_n:
+        if not holds and f.bad_count and t.op in ("<=", "<"):
+            return "fail", f"{t.figure} = {_fmt(f)}, needs {t} (already over it with {f.n} of {f.min_n} samples)"
+        return "error", f"{t.figure}: only {f.n} samples, the check needs {f.min_n}"
+    if not holds:
+        return "fail", f"{t.figure} = {_fmt(f)}, needs {t}"
+    return "pass", ""
 
 
 @dataclass
@@ -90,25 +115,30 @@ class CheckResult:
         return next((f for f in self.figures if f.name == name), None)
 
     def judge(self) -> tuple[Verdict, str]:
-        """pass only when every threshold's figure was measured, has enough samples and holds."""
+        """Judge every threshold; a failing figure makes ``fail`` even when another could not be measured.
+
+        ``fail``: some figure that can be trusted breaks its threshold (named first). A figure
+        with fewer samples than the check needs can be trusted only when it counts bad events
+        (``Figure.bad_count``) and already breaks a ``<=``/``<`` bound: more samples could only
+        add bad events. ``error``: nothing fails, but some figure is missing or under-sampled,
+        i.e. meshbed could not measure. ``pass``: every threshold's figure was measured with
+        enough samples and holds.
+        """
         if not self.thresholds:
             return "error", "the profile gives this check no threshold"
-        failures = []
+        failures: list[str] = []
+        unmeasured: list[str] = []
         for t in self.thresholds:
-            f = self.figure(t.figure)
-            if f is None or f.value is None or (isinstance(f.value, float) and math.isnan(f.value)):
-                return "error", f"no measured figure for {t.figure!r}"
-            if not math.isfinite(float(f.value)):
-                return "error", f"{t.figure}: measured value is not finite ({f.value})"
-            if f.n < f.min_n:
-                return "error", f"{t.figure}: only {f.n} samples, the check needs {f.min_n}"
-            v = convert(float(f.value), f.unit, t.unit)
-            if v is None:
-                return "error", f"{t.figure}: measured in {f.unit!r} but the threshold is in {t.unit!r}"
-            if not t.holds(v):
-                failures.append(f"{t.figure} = {f.value:.4g}{(' ' + f.unit) if f.unit else ''}, needs {t}")
+            state, why = judge_one(self.figure(t.figure), t)
+            if state == "fail":
+                failures.append(why)
+            elif state == "error":
+                unmeasured.append(why)
         if failures:
-            return "fail", "; ".join(failures)
+            tail = f" (also not measured: {'; '.join(unmeasured)})" if unmeasured else ""
+            return "fail", "; ".join(failures) + tail
+        if unmeasured:
+            return "error", "; ".join(unmeasured)
         return "pass", ""
 
     def to_json(self) -> dict[str, Any]:

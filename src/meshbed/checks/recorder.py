@@ -17,8 +17,9 @@ class Check:
         entry = CATALOG[check_id]
         self.result = CheckResult(check_id, entry.title, entry.group, thresholds=list(profile.thresholds),
                                   started_at=time.time(), nodeid=nodeid)
-        self.params = dict(profile.params)
-        self.read_params: set[str] = set()
+        self.p = profile.params  # the check's typed params (meshbed.checks.params)
+        self.policy_apply_s: list[float] = []
+        self.policy_applies: list[dict[str, Any]] = []
         self._t0 = time.monotonic()
         self.judged = False
 
@@ -26,22 +27,27 @@ class Check:
     def id(self) -> str:
         return self.result.id
 
-    def param(self, name: str, default: Any = None) -> Any:
-        self.read_params.add(name)
-        return self.params.get(name, default)
-
-    def unused_params(self) -> list[str]:
-        """Profile params this check never read: most likely a typo in the profile."""
-        return sorted(set(self.params) - self.read_params)
-
-    def figure(self, name: str, value: float | None, unit: str, n: int, source: str = "", min_n: int = 1) -> Figure:
+    def figure(self, name: str, value: float | None, unit: str, n: int, source: str = "", min_n: int = 1,
+               bad_count: bool = False) -> Figure:
         """Record a measured figure (replacing one of the same name)."""
-        f = Figure(name, None if value is None else float(value), unit, int(n), source, int(min_n))
+        f = Figure(name, None if value is None else float(value), unit, int(n), source, int(min_n), bad_count)
         self.result.figures = [x for x in self.result.figures if x.name != name] + [f]
         return f
 
     def evidence(self, key: str, value: Any) -> None:
         self.result.evidence[key] = value
+
+    def policy_applied(self, per_envoy_s: dict[str, float | None], deadline_s: float, what: dict[str, Any]) -> None:
+        """Judge how long a policy took to show on every affected Envoy (never shown: the deadline)."""
+        from ..stats import summarize
+        vals = [deadline_s if v is None else v for v in per_envoy_s.values()]
+        self.policy_apply_s += vals
+        self.policy_applies.append({**what, "per_envoy_s": per_envoy_s, "deadline_s": deadline_s})
+        s = summarize(self.policy_apply_s)
+        src = "policy in Consul KV -> contract shown in each Envoy's /config_dump (meshbed.contract)"
+        self.figure("policy_apply_p99", s.p99, "s", s.n, src)
+        self.figure("policy_apply_p50", s.p50, "s", s.n, src)
+        self.evidence("policy_applies", self.policy_applies)
 
     def judge(self) -> None:
         """Compute the verdict; a fail raises AssertionError with every failing figure."""
