@@ -11,10 +11,12 @@ import pytest
 
 from meshbed import httpc, wait
 from meshbed.chaos import faults
+from meshbed.components import consul_gate as gate_c
 from meshbed.chaos.churn import Churn
 from meshbed.mesh import wait_converged
 from meshbed.observe import convergence
 from meshbed.observe import discovery_helpers as dh
+from meshbed.measure.discovery import capped, count_partial, error_rate, late_requests, partial_states
 from meshbed.stats import summarize
 
 pytestmark = [pytest.mark.discovery, pytest.mark.integration]
@@ -33,7 +35,7 @@ def _admin_urls(handles) -> dict[str, str]:
 @pytest.mark.check("DISC-1")
 def test_disc1_register_new_instance(mesh, check):
     """A new healthy instance appears, healthy, in every subscribed Envoy."""
-    repeats = int(check.param("repeats", 5))
+    repeats = check.p.repeats
     service = "backend"
     inst = mesh.add_instance(service)
     addr = mesh.advertised[inst]
@@ -81,19 +83,20 @@ def test_disc2_deregister_under_load(mesh, check, load):
     still served by that instance (Request.instances); then re-register it and wait until it is
     back everywhere before the next repeat.
     """
-    repeats = int(check.param("repeats", 3))
-    rps = float(check.param("rps", 60))
-    late_window_s = float(check.param("late_window_s", 2.0))
-    deadline = 10.0
+    repeats = check.p.repeats
+    rps = check.p.rps
+    late_window_s = check.p.late_window_s
+    deadline = check.p.deadline_s
     service = "backend"
     insts = mesh.instances_of(service)
     subs = _subscribers_view(mesh, service)
-    per_repeat_s = 1.5 + late_window_s  # convergence + 1 s grace, the window, re-registration
+    # the load outlasts the slowest possible rounds (each up to two deadlines), and ends once they are over
+    per_repeat_cap_s = 2 * deadline + 1.0 + late_window_s + 1.0
     samples: list[float] = []
     per_envoy: dict[str, list[float]] = {n: [] for n in subs}
     acks: list[float] = []
     rounds = []
-    with load(rps=rps, duration_s=repeats * per_repeat_s + 4) as run:
+    with load(rps=rps, duration_s=repeats * per_repeat_cap_s + 6) as run:
         run.wait_started()
         time.sleep(1.0)  # steady traffic to every instance before the first change
         for i in range(repeats):
@@ -117,31 +120,22 @@ def test_disc2_deregister_under_load(mesh, check, load):
             assert all(v is not None for v in back.values()), f"setup: {inst} never came back {back}"
             rounds.append({"instance": inst, "address": addr, "t0": t0, "convergence_s": times,
                            "late_from": late_from, "late_until": late_until})
+        time.sleep(0.5)  # margin: the last window's requests are logged
+        run.finish()  # every round is over: end the load here, not at a fixed time
     res = run.result()
-    late, window_n = [], 0
-    for r in rounds:
-        window = res.between(r["late_from"], r["late_until"])
-        window_n += len(window)
-        bad = [q for q in window if r["instance"] in q.instances]
-        # sanity: the instance did serve traffic before the change (else matching proves nothing)
-        r["served_in_1s_before"] = sum(1 for q in res.between(r["t0"] - 1.0, r["t0"]) if r["instance"] in q.instances)
-        r["requests_in_window"], r["late_requests"] = len(window), len(bad)
-        late += [{"ts": q.ts, "request_id": q.request_id, "instances": list(q.instances)} for q in bad[:20]]
+    lr = late_requests(rounds, res.requests)
     s = summarize(samples)
     check.figure("convergence_p99", s.p99, "s", s.n, "envoy admin /clusters", min_n=repeats * len(subs))
     check.figure("convergence_p50", s.p50, "s", s.n, "envoy admin /clusters")
-    # samples: the thinnest window, and none at all if an instance served nothing before its
-    # change (then 'no late request' would prove nothing)
-    valid = bool(rounds) and all(r["served_in_1s_before"] > 0 for r in rounds)
-    thinnest = min((r["requests_in_window"] for r in rounds), default=0) if valid else 0
-    check.figure("late_requests", sum(r["late_requests"] for r in rounds), "requests", thinnest,
-                 "locust request log (x-meshbed instances; n = fewest requests in one window)", min_n=10)
-    check.evidence("late_requests_checked", window_n)
+    check.figure("late_requests", lr.late, "requests", lr.thinnest_window,
+                 "locust request log (x-meshbed instances; n = fewest requests in one window)", min_n=10,
+                 bad_count=True)
+    check.evidence("late_requests_checked", lr.checked)
     check.figure("error_rate", res.error_rate_pct, "%", res.n, "locust request log")
     check.evidence("convergence_s", {"summary": s.to_json(), "per_envoy": per_envoy,
                                      "cp_eds_ack_s": summarize(acks).to_json() if acks else None})
     check.evidence("rounds", rounds)
-    check.evidence("late_request_samples", late)
+    check.evidence("late_request_samples", lr.samples)
     _load_evidence(check, res)
     check.judge()
 
@@ -166,9 +160,9 @@ def test_disc3_health_flip(mesh, check, consul):
       Consul's health API that shows the new status (the moment the change is in Consul).
     leave/rejoin = seconds from t0 until each subscribed Envoy's healthy set lacks/has it.
     """
-    repeats = int(check.param("repeats", 3))
-    methods = list(check.param("methods", ["maintenance", "app"]))
-    deadline = 10.0
+    repeats = check.p.repeats
+    methods = list(check.p.methods)
+    deadline = check.p.deadline_s
     service = "backend"
     insts = mesh.instances_of(service)
     subs = _subscribers_view(mesh, service)
@@ -238,12 +232,12 @@ def test_disc4_churn_storm(mesh, check, load, consul):
     stats (cds/lds/rds update_rejected + cluster.*.update_rejected), before vs after; the CP's
     push-log NACKs are evidence. error_rate = Locust failures from the storm's start until settled.
     """
-    rate = float(check.param("events_per_s", 5))
-    duration = float(check.param("duration_s", 30))
-    rps = float(check.param("rps", 40))
-    extra = int(check.param("extra_backends", 2))
-    include_health = bool(check.param("include_health", False))
-    deadline = 15.0
+    rate = check.p.events_per_s
+    duration = check.p.duration_s
+    rps = check.p.rps
+    extra = check.p.extra_backends
+    include_health = check.p.include_health
+    deadline = check.p.deadline_s
     for _ in range(extra):
         mesh.add_instance("backend")
     wait_converged(mesh, 30)
@@ -343,12 +337,12 @@ def test_disc5_control_plane_link_faults(mesh, check, load, toxi, fault_log):
     The instance is re-registered, and seen back everywhere, before the next fault.
     """
 
-    kinds = list(check.param("faults", ["reset_peer", "timeout", "latency", "down"]))
-    fault_s = float(check.param("fault_s", 4))
-    rps = float(check.param("rps", 40))
-    latency_ms = int(check.param("latency_ms", 500))
-    timeout_ms = int(check.param("timeout_ms", 0))
-    deadline = float(check.param("deadline_s", 20))
+    kinds = list(check.p.faults)
+    fault_s = check.p.fault_s
+    rps = check.p.rps
+    latency_ms = check.p.latency_ms
+    timeout_ms = check.p.timeout_ms
+    deadline = check.p.deadline_s
     service = "backend"
     proxies = sorted(mesh.links["control_plane"].values())
     subs = _subscriptions(mesh)
@@ -423,87 +417,112 @@ def test_disc5_control_plane_link_faults(mesh, check, load, toxi, fault_log):
     check.judge()
 
 
-def _shrunk(baseline: dict, state: dict, allowed_gone: set[str]) -> bool:
-    """True when some service's healthy set lacks an address it had, other than ``allowed_gone``."""
-    for svc, eps in baseline.items():
-        missing = dh.healthy_of(eps) - dh.healthy_of(state.get(svc, frozenset()))
-        if missing - allowed_gone:
-            return True
-    return False
+def _consul_outage(mesh, toxi, kind: str, hold_s: float, log):
+    """Make Consul unreachable for the control plane, one way; undone on exit.
+
+    pause: Consul itself stopped (SIGSTOP). link_down / reset_peer / timeout: the control
+    plane's link to Consul (Toxiproxy) disabled, reset, or stalled and then closed after
+    ``hold_s`` (longer than common client timeouts; a 30 s blocking query is cut too).
+    http_5xx: every new request of the control plane to Consul answered 503 (Envoy fault filter).
+    """
+    if kind == "pause":
+        return faults.paused(mesh.consul, log=log)
+    proxy = mesh.links.get("consul", {}).get("controlplane")
+    if proxy is None:
+        pytest.skip("the topology does not route the control plane's Consul link through Toxiproxy "
+                    "(chaos.links: consul)")
+    if kind == "link_down":
+        return faults.link_down(toxi, proxy, log=log)
+    stack = contextlib.ExitStack()
+    if kind == "http_5xx":
+        stack.enter_context(log.window("consul-http-503", "consul-gate", abort_percent=100))
+        gate_c.set_abort_percent(mesh.consul_gate, 100)
+        stack.callback(gate_c.set_abort_percent, mesh.consul_gate, 0)
+        return stack
+    for stream in ("downstream", "upstream"):
+        if kind == "reset_peer":
+            stack.enter_context(faults.reset_peer(toxi, proxy, stream=stream, log=log))
+        elif kind == "timeout":
+            stack.enter_context(faults.timeout(toxi, proxy, int(hold_s * 1000), stream=stream, log=log))
+        else:
+            raise ValueError(f"DISC-6: unknown outage {kind!r}; known: pause, link_down, reset_peer, timeout, "
+                             "http_5xx")
+    return stack
 
 
 @pytest.mark.quick
 @pytest.mark.check("DISC-6")
-def test_disc6_consul_outage(mesh, check, load, fault_log):
-    """Consul is paused (SIGSTOP) for ``outage_s`` under load, then resumed.
+def test_disc6_consul_outage(mesh, check, load, toxi, fault_log):
+    """Consul unreachable for ``outage_s`` under load, once per kind of outage (param ``outages``).
 
-    partial_pushes: every Envoy subscribed to frontend/backend is polled every 20 ms from the
-    pause until the post-resume change has converged; each observed endpoint-set change that
-    drops a healthy address (other than the one deregistered on purpose after the resume) counts
-    as one partial push (CP-agnostic; the reference CP's EDS pushes in the window are evidence).
-    convergence_after_return: the apps cannot reach a paused Consul, so the change is made right
-    after the resume: one backend instance deregisters itself, and the figure is the slowest
-    subscribed Envoy's time from the resume (SIGCONT) until that instance is gone -- it includes
-    the control plane noticing Consul is back. error_rate: Locust failures from pause to converged.
+    Each round: the outage starts; where Consul still runs (every kind but pause) one backend
+    instance deregisters itself 0.5 s in, so the control plane's blocking queries return into the
+    fault (the moment a buggy control plane mistakes a failed query for an empty service); after
+    the outage ends (for pause: right after the resume, when the apps can reach Consul again) the
+    change must converge. partial_pushes: polled endpoint sets (20 ms, every Envoy subscribed to
+    frontend/backend) that lack a healthy address other than the one deregistered on purpose.
+    convergence_after_return: slowest Envoy from the outage's end until that instance is gone.
+    error_rate: Locust failures from outage start to converged.
     """
-
-    outage_s = float(check.param("outage_s", 5))
-    rps = float(check.param("rps", 40))
-    deadline = float(check.param("deadline_s", 15))
+    p = check.p
     service = "backend"
     subs = _subscriptions(mesh)
     admin = {n: h.url("admin") for n, h in mesh.envoys.items() if n in subs}
     bsubs = _subscribers_view(mesh, service)
-    inst = mesh.instances_of(service)[0]
-    addr = mesh.advertised[inst]
-    cp = mesh.cp_debug_url  # None for a control plane other than meshbed's (no push log: evidence only)
-    with load(rps=rps, duration_s=outage_s + deadline + 5) as run, \
+    insts = mesh.instances_of(service)
+    rounds, conv_all, partial_n, polls, windows, partial = [], [], 0, 0, [], {}
+    with load(rps=p.rps, duration_s=len(p.outages) * (p.outage_s + 2 * p.deadline_s + 3) + 5) as run, \
             dh.EndpointPoller(admin, subs, interval=0.02) as poller:
         run.wait_started()
-        baseline = {n: dh.envoy_endpoints(u, subs[n]) for n, u in admin.items()}
-        deregistered = False
-        try:
-            with faults.paused(mesh.consul, log=fault_log):
-                t_pause = time.time()
-                time.sleep(outage_s)
-                t_resume = time.time()  # SIGCONT follows immediately
-            _post(mesh, inst, "/meshbed/deregister")
-            deregistered = True
-            t_change = time.time()
-            conv = convergence.converge_times(bsubs, convergence.lacks_host(service, addr), t_resume, deadline)
-            t_conv = time.time()
-            time.sleep(0.5)  # keep watching a little for a late partial push
-            t_watch_end = time.time()
-        finally:
-            if deregistered:
-                _post(mesh, inst, "/meshbed/register")
-        back = convergence.converge_times(bsubs, convergence.has_host(service, addr), time.time(), deadline)
-        assert all(v is not None for v in back.values()), f"restore: {inst} never came back {back}"
-        run.finish()  # measured: end the load early
+        for k, kind in enumerate(p.outages):
+            inst = insts[k % len(insts)]
+            addr = mesh.advertised[inst]
+            baseline = {n: dh.envoy_endpoints(u, subs[n]) for n, u in admin.items()}
+            wait.until(lambda: all(poller.state_at(n, time.time()) == baseline[n] for n in admin), 5,
+                       interval=0.02, what="the endpoint poller to see the baseline")
+            changed = False
+            try:
+                with _consul_outage(mesh, toxi, kind, p.outage_s, fault_log):
+                    t_start = time.time()
+                    if kind != "pause":
+                        time.sleep(0.5)
+                        mesh.control(inst, "/meshbed/deregister")
+                        changed = True
+                    time.sleep(max(0.0, t_start + p.outage_s - time.time()))
+                t_end = time.time()
+                if not changed:
+                    mesh.control(inst, "/meshbed/deregister")
+                    changed = True
+                conv = convergence.converge_times(bsubs, convergence.lacks_host(service, addr), t_end, p.deadline_s)
+                t_conv = time.time()
+                time.sleep(0.5)  # keep watching a little for a late partial push
+                t_watch = time.time()
+            finally:
+                if changed:
+                    mesh.control(inst, "/meshbed/register")
+            back = convergence.converge_times(bsubs, convergence.has_host(service, addr), time.time(), p.deadline_s)
+            assert all(v is not None for v in back.values()), f"restore: {inst} never came back {back}"
+            windows.append((t_start, t_conv))
+            conv_all += capped(conv, p.deadline_s)
+            states = {n: poller.between(n, t_start, t_watch) for n in admin}
+            bad = {n: partial_states(baseline[n], st, {addr}) for n, st in states.items()}
+            partial.update({f"{kind}:{n}": v for n, v in bad.items() if v})
+            partial_n += sum(count_partial(baseline[n], st, {addr}) for n, st in states.items())
+            polls += sum(poller.polls_between(n, t_start, t_watch) for n in admin)
+            rounds.append({"outage": kind, "instance": inst, "t_start": t_start, "t_end": t_end, "t_conv": t_conv,
+                           "convergence_after_return_s": conv, "partial_envoys": sorted(n for n in bad if bad[n])})
+        run.finish()  # every round is over
     res = run.result()
-    partial = {}
-    for n in admin:
-        bad = [s for s in poller.between(n, t_pause, t_watch_end) if _shrunk(baseline[n], s.endpoints, {addr})]
-        if bad:
-            partial[n] = [{"ts": s.ts, **{svc: sorted(f"{a} {h}" for a, h in eps) for svc, eps in s.endpoints.items()}}
-                          for s in bad[:5]]
-    window = res.between(t_pause, t_conv)
-    fails = sum(1 for r in window if r.status != 200)
-    vals = [deadline if v is None else v for v in conv.values()]
-    polls = sum(poller.polls_between(n, t_pause, t_watch_end) for n in admin)
-    check.figure("partial_pushes", sum(len(v) for v in partial.values()), "pushes", polls,
-                 "envoy admin /clusters (20 ms polls during the outage)", min_n=10 * len(admin))
-    check.figure("error_rate", 100.0 * fails / len(window) if window else None, "%", len(window),
-                 "locust request log (pause to converged)", min_n=int(rps * outage_s * 0.5))
-    check.figure("convergence_after_return", max(vals), "s", len(vals), "envoy admin /clusters",
-                 min_n=len(bsubs))
-    check.evidence("times", {"pause": t_pause, "resume": t_resume, "change": t_change, "converged": t_conv})
-    check.evidence("convergence_after_return_s", conv)
+    rate, n_req = error_rate(r for r in res.requests if any(a <= r.ts < b for a, b in windows))
+    check.figure("partial_pushes", partial_n, "pushes", polls, "envoy admin /clusters (20 ms polls during outages)",
+                 min_n=10 * len(admin) * len(p.outages), bad_count=True)
+    check.figure("error_rate", rate, "%", n_req, "locust request log (outage start to converged)",
+                 min_n=int(p.rps * p.outage_s * len(p.outages) * 0.5))
+    check.figure("convergence_after_return", max(conv_all), "s", len(conv_all), "envoy admin /clusters",
+                 min_n=len(bsubs) * len(p.outages))
+    check.evidence("rounds", rounds)
     check.evidence("partial_states", partial)
-    check.evidence("cp_eds_sent_during_outage", dh.cp_events(cp, t_pause, event="sent", type_="EDS")[:50])
-    check.evidence("endpoint_timeline", poller.to_json(since=t_pause - 1))
-    check.evidence("failed_requests", [{"ts": r.ts, "status": r.status, "latency_ms": r.latency_ms}
-                                       for r in window if r.status != 200][:50])
+    check.evidence("endpoint_timeline", poller.to_json(since=windows[0][0] - 1))
     _load_evidence(check, res)
     check.judge()
 
@@ -520,9 +539,9 @@ def test_disc7_control_plane_killed(mesh, check, load, fault_log):
     change shows; reconverge_max = the slowest of all these, from t_restart. error_rate:
     Locust failures from the kill until converged.
     """
-    down_s = float(check.param("down_s", 3))
-    rps = float(check.param("rps", 40))
-    deadline = float(check.param("deadline_s", 20))
+    down_s = check.p.down_s
+    rps = check.p.rps
+    deadline = check.p.deadline_s
     everyone = {n: h.url("admin") for n, h in mesh.envoys.items()}
     changes = {svc: mesh.instances_of(svc)[-1] for svc in ("backend", "frontend")}
     subs_by_svc = {svc: _subscribers_view(mesh, svc) for svc in changes}

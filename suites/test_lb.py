@@ -25,7 +25,9 @@ from meshbed import httpc, policy_control, wait
 from meshbed.chaos import faults
 from meshbed.observe import envoy_admin
 from meshbed.policy import OutlierDetection, Retries, ServicePolicy
-from meshbed.stats import chi_square, rate_pct
+from meshbed.measure.lb import (affinity_pct, by_version, disagreement_pct, ejections, keys_moved, modal,
+                                shares, slow_share_ratio, spread_stats)
+from meshbed.stats import rate_pct
 from meshbed.traffic import Batch, drive
 
 pytestmark = [pytest.mark.lb, pytest.mark.integration]
@@ -113,25 +115,6 @@ class Counter:
         return box["env"], box["app"], box["raw"]
 
 
-def shares(counts: dict[str, int]) -> dict[str, float]:
-    tot = sum(counts.values())
-    return {k: (v / tot if tot else float("nan")) for k, v in counts.items()}
-
-
-def spread_stats(counts: dict[str, int], expected: dict[str, float]) -> dict[str, Any]:
-    keys = sorted(expected)
-    sh = shares({k: counts.get(k, 0) for k in keys})
-    stat, p = chi_square([counts.get(k, 0) for k in keys], [expected[k] for k in keys])
-    return {"counts": {k: counts.get(k, 0) for k in keys}, "shares": {k: round(sh[k], 5) for k in keys},
-            "expected": {k: round(expected[k], 5) for k in keys},
-            "max_dev_pp": max(abs(sh[k] - expected[k]) * 100 for k in keys), "chi2": stat, "chi2_p": p}
-
-
-def disagreement_pct(env: dict[str, int], app: dict[str, int]) -> float:
-    se, sa = shares(env), shares(app)
-    return max(abs(se[k] - sa[k]) * 100 for k in env)
-
-
 def outcome(batch: Batch) -> dict[str, Any]:
     return {"requests": batch.n, "ok": batch.ok, "by_status": {str(k): v for k, v in batch.by_status().items()},
             "errors": sorted({a.error for a in batch.answers if a.error})[:5],
@@ -181,8 +164,7 @@ def scaled(mesh, count: int = 1, **kw: Any) -> Iterator[list[str]]:
 @contextlib.contextmanager
 def policy(mesh, check, pol: ServicePolicy, service: str = SERVICE) -> Iterator[policy_control.Applied]:
     """Apply a policy for the block (evidence: how long each Envoy took); baseline restored after."""
-    with policy_control.applied(mesh, service, pol) as a:
-        check.evidence("policy", a.to_json())
+    with policy_control.applied(mesh, service, pol, check) as a:
         yield a
 
 
@@ -192,8 +174,8 @@ def policy(mesh, check, pol: ServicePolicy, service: str = SERVICE) -> Iterator[
 @pytest.mark.check("LB-1")
 def test_lb1_round_robin_spread(mesh, check):
     """ROUND_ROBIN: every endpoint gets 1/N of >= 3000 requests, from both sources."""
-    n_req = int(check.param("requests", 3000))
-    conc = int(check.param("concurrency", 4))
+    n_req = check.p.requests
+    conc = check.p.concurrency
     insts = sorted(mesh.instances_of(SERVICE))
     expected = {i: 1 / len(insts) for i in insts}
     with policy(mesh, check, ServicePolicy(lb_policy="ROUND_ROBIN")):
@@ -219,9 +201,9 @@ def test_lb1_round_robin_spread(mesh, check):
 @pytest.mark.check("LB-2")
 def test_lb2_least_request_avoids_slow_endpoint(mesh, check, toxi, fault_log):
     """LEAST_REQUEST: an endpoint slowed by Toxiproxy latency gets less than half its fair share."""
-    n_req = int(check.param("requests", 600))
-    latency_ms = int(check.param("latency_ms", 200))
-    conc = int(check.param("concurrency", 8))
+    n_req = check.p.requests
+    latency_ms = check.p.latency_ms
+    conc = check.p.concurrency
     insts = sorted(mesh.instances_of(SERVICE))
     slow = insts[-1]
     fair = 1 / len(insts)
@@ -230,8 +212,7 @@ def test_lb2_least_request_avoids_slow_endpoint(mesh, check, toxi, fault_log):
             c = Counter(mesh, insts)
             batch = drive(mesh.ingress_url, n_req, concurrency=conc, keep_body=False)
             env, app, raw = c.settle()
-    se, sa = shares(env), shares(app)
-    ratio_env, ratio_app = se[slow] / fair, sa[slow] / fair
+    ratio_env, ratio_app = slow_share_ratio(env, slow), slow_share_ratio(app, slow)
     served = sum(env.values())
     check.evidence("requests", outcome(batch))
     check.evidence("slow_endpoint", {"instance": slow, "proxy": mesh.links["upstream"][slow],
@@ -249,9 +230,9 @@ def test_lb2_least_request_avoids_slow_endpoint(mesh, check, toxi, fault_log):
 @pytest.mark.check("LB-3")
 def test_lb3_weighted_canary_split(mesh, check):
     """Weighted clusters by version (v1 90 / v2 10): the observed split is within +-2 pp."""
-    n_req = int(check.param("requests", 5000))
-    conc = int(check.param("concurrency", 4))
-    weights = {str(k): int(v) for k, v in (check.param("weights") or {"v1": 90, "v2": 10}).items()}
+    n_req = check.p.requests
+    conc = check.p.concurrency
+    weights = dict(check.p.weights)
     wsum = sum(weights.values())
     with scaled(mesh, version="v2") as (canary,):
         insts = sorted(mesh.instances_of(SERVICE))
@@ -263,13 +244,7 @@ def test_lb3_weighted_canary_split(mesh, check):
             env, app, raw = c.settle()
     expected = {v: w / wsum for v, w in weights.items()}
 
-    def by_version(counts: dict[str, int]) -> dict[str, int]:
-        out = {v: 0 for v in weights}
-        for i, n in counts.items():
-            out[version[i]] += n
-        return out
-
-    ve, va = by_version(env), by_version(app)
+    ve, va = by_version(env, version, weights), by_version(app, version, weights)
     se, sa = spread_stats(ve, expected), spread_stats(va, expected)
     # Envoy's own view per weighted cluster (backend~v1 / backend~v2), summed over the frontends
     per_cluster: dict[str, int] = {}
@@ -314,10 +289,6 @@ def _drive_keys(mesh, keys: int, per_key: int, conc: int, header: str) -> tuple[
     return batch, per
 
 
-def _modal(per: dict[str, dict[str, int]]) -> dict[str, str]:
-    return {k: max(c, key=lambda i: (c[i], i)) for k, c in per.items()}
-
-
 def _gone_from_envoys(mesh, address: str, deadline: float = 10.0) -> float:
     t0 = time.monotonic()
     subs = {n: h.url("admin") for n, h in mesh.subscribers(SERVICE).items()}
@@ -336,28 +307,26 @@ def _gone_from_envoys(mesh, address: str, deadline: float = 10.0) -> float:
 @pytest.mark.check("LB-4")
 def test_lb4_consistent_hash_on_header(mesh, check):
     """RING_HASH / MAGLEV on x-user: a key sticks to one endpoint; removing 1 of N moves ~1/N of keys."""
-    keys = int(check.param("keys", 500))
-    per_key = int(check.param("requests_per_key", 3))
-    per_key_after = int(check.param("requests_per_key_after", 1))
-    conc = int(check.param("concurrency", 4))
-    header = str(check.param("hash_header", "x-user"))
-    algorithms = [str(a).upper() for a in (check.param("algorithms") or ["RING_HASH", "MAGLEV"])]
+    keys = check.p.keys
+    per_key = check.p.requests_per_key
+    per_key_after = check.p.requests_per_key_after
+    conc = check.p.concurrency
+    header = check.p.hash_header
+    algorithms = [a.upper() for a in check.p.algorithms]
     insts = sorted(mesh.instances_of(SERVICE))
     n_ep = len(insts)
     victim = insts[-1]
     results: dict[str, Any] = {}
     for algo in algorithms:
         r: dict[str, Any] = {}
-        with policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy=algo, hash_header=header)) as a:
+        with policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy=algo, hash_header=header), check) as a:
             r["policy"] = a.to_json()
             c = Counter(mesh, insts)
             b1, per1 = _drive_keys(mesh, keys, per_key, conc, header)
             env, app, _ = c.settle()
             r["before"] = {"requests": outcome(b1), "envoy": env, "instances": app,
                            "source_disagreement_pct": disagreement_pct(env, app)}
-            hits = sum(sum(v.values()) for v in per1.values())
-            r["affinity_pct"] = rate_pct(sum(max(v.values()) for v in per1.values()), hits)
-            r["affinity_n"] = hits
+            r["affinity_pct"], r["affinity_n"] = affinity_pct(per1)
             r["split_keys"] = {k: v for k, v in per1.items() if len(v) > 1}
             try:
                 _post(mesh, victim, "/meshbed/deregister")
@@ -370,16 +339,11 @@ def test_lb4_consistent_hash_on_header(mesh, check):
                 wait_passing(mesh, [victim])
                 policy_control.wait_endpoints(mesh, SERVICE, policy_control.current(mesh, SERVICE))
             r["after"] = {"requests": outcome(b2), "envoy": env2, "instances": app2, "removed": victim}
-            m1, m2 = _modal(per1), _modal(per2)
-            common = sorted(set(m1) & set(m2))
-            moved = [k for k in common if m1[k] != m2[k]]
-            on_victim = [k for k in common if m1[k] == victim]
-            r["keys_compared"] = len(common)
-            r["keys_moved"] = len(moved)
-            r["keys_on_removed_endpoint"] = len(on_victim)
-            r["moved_not_from_removed"] = len([k for k in moved if m1[k] != victim])
-            r["moved_fraction"] = len(moved) / len(common) if common else float("nan")
-            r["keys_moved_norm"] = r["moved_fraction"] * n_ep
+            m1 = modal(per1)
+            km = keys_moved(m1, modal(per2), victim, n_ep)
+            r.update(keys_compared=km.compared, keys_moved=km.moved, keys_moved_norm=km.norm,
+                     moved_not_from_removed=km.moved_not_from_removed,
+                     keys_on_removed_endpoint=sum(1 for k in m1 if m1[k] == victim))
             r["keys_per_endpoint_before"] = {i: sum(1 for k in m1 if m1[k] == i) for i in insts}
         results[algo] = r
     check.evidence("algorithms", results)
@@ -422,9 +386,9 @@ def _wait_eds_health(mesh, addresses: set[str], healthy: bool, deadline: float =
 @pytest.mark.check("LB-5")
 def test_lb5_priority_failover(mesh, check):
     """All priority-0 endpoints fail (Consul health critical): traffic moves to priority 1."""
-    n_req = int(check.param("requests", 400))
-    n_sec = int(check.param("secondaries", 2))
-    conc = int(check.param("concurrency", 4))
+    n_req = check.p.requests
+    n_sec = check.p.secondaries
+    conc = check.p.concurrency
     primaries = sorted(mesh.instances_of(SERVICE))
     with scaled(mesh, n_sec, priority=1) as secondaries:
         insts = primaries + secondaries
@@ -489,16 +453,16 @@ def test_lb6_outlier_detection_ejects_5xx_endpoint(mesh, check):
     consecutive_5xx 5xx answers, plus the requests that were already in flight to it (measured:
     the endpoint's own max_in_flight - 1), which no ejection can recall.
     """
-    n_req = int(check.param("requests", 2000))
-    threshold = int(check.param("consecutive_5xx", 3))
-    conc = int(check.param("concurrency", 4))
+    n_req = check.p.requests
+    threshold = check.p.consecutive_5xx
+    conc = check.p.concurrency
     insts = sorted(mesh.instances_of(SERVICE))
     bad = insts[-1]
     pol = ServicePolicy(
         lb_policy="ROUND_ROBIN",
-        retries=Retries(retry_on="5xx,reset,connect-failure", num_retries=int(check.param("num_retries", 2))),
+        retries=Retries(retry_on="5xx,reset,connect-failure", num_retries=check.p.num_retries),
         outlier_detection=OutlierDetection(consecutive_5xx=threshold, interval_ms=1000,
-                                           base_ejection_time_ms=int(check.param("base_ejection_time_ms", 60000)),
+                                           base_ejection_time_ms=check.p.base_ejection_time_ms,
                                            max_ejection_percent=50),
     )
     with policy(mesh, check, pol):
@@ -516,19 +480,13 @@ def test_lb6_outlier_detection_ejects_5xx_endpoint(mesh, check):
         finally:
             _post(mesh, bad, "/meshbed/fail", {"mode": "none"})
     in_flight_allowance = max(0, int(bad_stats.get("max_in_flight", 1)) - 1)
-    per_envoy: dict[str, Any] = {}
-    within = 0
-    total_ej = 0
-    for n in od1:
-        ej = od1[n].get("ejections_enforced_consecutive_5xx", 0) - od0.get(n, {}).get("ejections_enforced_consecutive_5xx", 0)
-        fails = raw.get(n, {}).get(SERVICE, {}).get(bad, {}).get("rq_total", 0)  # every answer of `bad` is a 503
-        ok = ej >= 1 and fails <= ej * (threshold + in_flight_allowance)
-        total_ej += ej
-        within += ej if ok else 0
-        per_envoy[n] = {"ejections_enforced_consecutive_5xx": ej, "5xx_from_bad_endpoint": fails,
-                        "5xx_per_ejection": (fails / ej) if ej else None, "within_threshold": ok,
-                        "outlier_stats_delta": {k: v - od0.get(n, {}).get(k, 0) for k, v in od1[n].items()},
-                        "failed_outlier_check_at_end": ejected_now.get(n, [])}
+    key = "ejections_enforced_consecutive_5xx"
+    ej_delta = {n: od1[n].get(key, 0) - od0.get(n, {}).get(key, 0) for n in od1}
+    # every answer of `bad` is a 5xx: its per-host rq_total in each caller Envoy counts the 5xx it saw
+    seen_5xx = {n: raw.get(n, {}).get(SERVICE, {}).get(bad, {}).get("rq_total", 0) for n in od1}
+    ej = ejections(ej_delta, seen_5xx, threshold, in_flight_allowance)
+    per_envoy = {n: {**v, "outlier_stats_delta": {k: x - od0.get(n, {}).get(k, 0) for k, x in od1[n].items()},
+                     "failed_outlier_check_at_end": ejected_now.get(n, [])} for n, v in ej.per_envoy.items()}
     check.evidence("requests", outcome(batch))
     check.evidence("bad_endpoint", {"instance": bad, "fault": {"mode": "5xx", "ratio": 1.0},
                                     "its_stats": {k: bad_stats.get(k) for k in ("requests", "by_status", "max_in_flight")},
@@ -538,8 +496,9 @@ def test_lb6_outlier_detection_ejects_5xx_endpoint(mesh, check):
     check.evidence("instances", app)
     check.evidence("envoy_per_frontend", raw)
     check.evidence("source_disagreement_pct", disagreement_pct(env, app))
-    check.figure("ejected_within_threshold", within, "ejection", total_ej,
-                 f"envoy /stats {_OD.format(SERVICE)}ejections_enforced_consecutive_5xx and per-host rq_total "
-                 "of the failing endpoint: ejections with <= consecutive_5xx 5xx answers each")
+    check.figure("ejecting_envoys", ej.pct, "%", ej.n,
+                 f"envoy /stats {_OD.format(SERVICE)}{key} and per-host rq_total of the failing endpoint, per "
+                 "caller Envoy that sent to it: ejected with <= consecutive_5xx (+ in-flight) 5xx per ejection",
+                 min_n=len(mesh.subscribers(SERVICE)))
     check.figure("client_success", rate_pct(batch.ok, batch.n), "%", batch.n, "client answers (2xx)", min_n=n_req)
     check.judge()

@@ -62,6 +62,9 @@ def reset(mesh: "Mesh", deadline: float = 20.0) -> None:
     for h in mesh.all_handles():
         h.resume()
     mesh.toxiproxy_client().reset()
+    if mesh.consul_gate is not None:
+        from .components.consul_gate import set_abort_percent
+        set_abort_percent(mesh.consul_gate, 0)
     dead = [h.name for h in mesh.all_handles() if not h.alive()]
     if dead:
         raise ComponentError(f"components died and were not restarted by the test: {', '.join(dead)}",

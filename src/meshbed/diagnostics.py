@@ -32,11 +32,12 @@ def capture(mesh: "Mesh", envoys: list[str] | None = None, log_lines: int = 30) 
     for h in mesh.all_handles():
         if h.kind in ("controlplane", "consul", "toxiproxy") or h.name in {f"envoy-{n}" for n in names}:
             out["logs"][h.name] = h.log_tail(log_lines)
-    try:
-        out["controlplane_pushes_tail"] = json.loads(
-            httpc.get(mesh.controlplane.url("http", "/debug/pushes"), timeout=3).text)[-40:]
-    except (OSError, ValueError):
-        pass
+    if mesh.cp_debug_url:  # only meshbed's own control plane has a push log
+        try:
+            out["controlplane_pushes_tail"] = json.loads(
+                httpc.get(mesh.cp_debug_url + "/debug/pushes", timeout=3).text)[-40:]
+        except (OSError, ValueError, TypeError):
+            pass
     return out
 
 

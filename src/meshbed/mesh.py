@@ -18,6 +18,7 @@ from .chaos.toxiproxy import ToxiproxyClient
 from .components import app as app_c
 from .components import consul as consul_c
 from .components import controlplane as cp_c
+from .components import consul_gate as gate_c
 from .components import envoy as envoy_c
 from .components import jaeger as jaeger_c
 from .components import toxiproxy as toxi_c
@@ -77,6 +78,8 @@ class Mesh:
     timings: dict[str, float] = field(default_factory=dict)
     # instances started after bring-up (scale-up), removed again by baseline reset
     extra: list[str] = field(default_factory=list)
+    # the Envoy between the control plane and Consul that can make Consul answer 503 (with chaos link consul)
+    consul_gate: Handle | None = None
 
     @property
     def envoys(self) -> dict[str, Handle]:
@@ -195,7 +198,9 @@ class Mesh:
             self.extra.remove(instance)
 
     def all_handles(self) -> list[Handle]:
-        return [self.consul, self.jaeger, self.toxiproxy, self.controlplane, *self.envoys.values(), *self.apps.values()]
+        gate = [self.consul_gate] if self.consul_gate is not None else []
+        return [self.consul, self.jaeger, self.toxiproxy, *gate, self.controlplane, *self.envoys.values(),
+                *self.apps.values()]
 
     def endpoints(self) -> dict[str, Any]:
         return {
@@ -272,6 +277,10 @@ def bring_up(topology: Topology, settings: Settings, progress: Progress = lambda
         mesh = Mesh(topology, state.run_id, state.run_dir, runtime, consul, jaeger, toxi, None, wiring,  # type: ignore[arg-type]
                     timings=timings)
         consul_for_cp = mesh.link("consul", "controlplane", f"{ih('consul')}:{consul.spec.ports['http']}")
+        if "consul" in topology.chaos_links:  # the control plane reaches Consul through a gate that can answer 503
+            mesh.consul_gate = runtime.start(gate_c.spec(binaries["envoy"], ports, consul_for_cp, bind))
+            wait_all([mesh.consul_gate], settings.ready_timeout)
+            consul_for_cp = f"{ih('consul-gate')}:{mesh.consul_gate.spec.ports['http']}"
         wiring.otlp_grpc = mesh.link("tracing", "otlp-grpc", f"{ih('jaeger')}:{jaeger.spec.ports['otlp_grpc']}")
         otlp_http = mesh.link("tracing", "otlp-http", f"{ih('jaeger')}:{jaeger.spec.ports['otlp_http']}")
         wiring.otlp_http_url = f"http://{otlp_http}/v1/traces"

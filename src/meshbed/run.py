@@ -42,6 +42,7 @@ class RunOptions:
     controlplane: str | None = None
     suites: str | None = None
     pytest_args: list[str] = field(default_factory=list)
+    log: str | None = None  # pytest's output goes here instead of the terminal (selftest)
 
 
 def repo_root(start: Path | None = None) -> Path | None:
@@ -91,6 +92,7 @@ class Plan:
     junit: Path
     argv: list[str]
     cwd: Path
+    log: Path | None = None
 
 
 def plan(opts: RunOptions) -> Plan:
@@ -132,13 +134,19 @@ def plan(opts: RunOptions) -> Plan:
     if opts.keyword:
         argv += ["-k", opts.keyword]
     argv += list(opts.pytest_args)
-    return Plan(settings, topology, profile, suites, out_dir, results, html, junit, argv, cwd)
+    return Plan(settings, topology, profile, suites, out_dir, results, html, junit, argv, cwd,
+                Path(opts.log) if opts.log else None)
 
 
 def _run_pytest(p: Plan, stream: TextIO) -> int:
     """pytest in the foreground, its output straight to the terminal; Ctrl-C/SIGTERM let it tear down."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(p.argv, cwd=p.cwd, env=env)
+    out = open(p.log, "w") if p.log else None  # noqa: SIM115 - closed below
+    try:
+        proc = subprocess.Popen(p.argv, cwd=p.cwd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+    finally:
+        if out is not None:
+            out.close()
     old = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:

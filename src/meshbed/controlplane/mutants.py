@@ -1,0 +1,151 @@
+"""Planted bugs for ``meshbed selftest``: the reference control plane with one behaviour wrong.
+
+A mutant is applied in the control plane's own process before it starts
+(``python -m meshbed.controlplane --mutant NAME``), by replacing one function;
+the reference code itself carries no mutant switches. Each mutant names the
+checks that must catch it: if any of them passes, the suite has a blind spot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import catalog, consul_watch, resources
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    description: str
+    targets: tuple[str, ...]  # the checks that must fail on it
+    apply: Callable[[], None]
+
+
+def _delay_when_synced(method: str, delay_s: float) -> None:
+    """Hand a watcher's answers to its handler ``delay_s`` late, once the first sync is done."""
+    cls = consul_watch.ConsulWatcher
+    orig = getattr(cls, method)
+
+    @functools.wraps(orig)
+    def late(self: Any, *args: Any) -> None:
+        if not self.synced.is_set():
+            return orig(self, *args)
+        asyncio.get_running_loop().call_later(delay_s, lambda: orig(self, *args))
+        return None
+
+    setattr(cls, method, late)
+
+
+def _late_endpoints() -> None:
+    _delay_when_synced("_on_health", 3.0)
+
+
+def _late_policy() -> None:
+    _delay_when_synced("_on_kv", 10.0)
+
+
+def _ignore_critical() -> None:
+    orig = catalog.check_health
+
+    def only_warning(checks: Any) -> str:
+        health = orig(checks)
+        return catalog.HEALTHY if health == catalog.UNHEALTHY else health
+
+    catalog.check_health = only_warning
+
+
+def _empty_on_consul_error() -> None:
+    cls = consul_watch.ConsulWatcher
+    orig = cls._note_error
+
+    def note_error(self: Any, name: str, exc: BaseException, first: bool) -> None:
+        orig(self, name, exc, first)
+        svc = name.removeprefix("health/")
+        if name.startswith("health/") and self.state.services.get(svc):
+            self.state.services[svc] = ()  # the bug: an unanswered query read as "no instances"
+            self._changed()
+
+    cls._note_error = note_error  # type: ignore[method-assign]
+
+
+def _wrap_policy(fn_name: str, change: Callable[[Any], Any]) -> None:
+    """Resource builder ``fn_name(name_or_service, policy)`` sees ``change(policy)`` instead."""
+    orig = getattr(resources, fn_name)
+
+    @functools.wraps(orig)
+    def wrapped(name: str, policy: Any, *a: Any, **kw: Any) -> Any:
+        return orig(name, change(policy), *a, **kw)
+
+    setattr(resources, fn_name, wrapped)
+
+
+def _ignore_weights() -> None:
+    no_weights = lambda p: dataclasses.replace(p, weights={})  # noqa: E731
+    _wrap_policy("route_action", no_weights)
+    _wrap_policy("service_clusters", no_weights)
+
+
+def _no_previous_hosts() -> None:
+    orig = resources.route_action
+
+    @functools.wraps(orig)
+    def route_action(service: str, policy: Any) -> Any:
+        ra = orig(service, policy)
+        del ra.retry_policy.retry_host_predicate[:]
+        ra.retry_policy.ClearField("host_selection_retry_max_attempts")
+        return ra
+
+    resources.route_action = route_action
+
+
+def _ignore_timeout() -> None:
+    _wrap_policy("route_action", lambda p: dataclasses.replace(p, timeout_ms=15000))
+
+
+def _no_outlier_detection() -> None:
+    _wrap_policy("eds_cluster", lambda p: dataclasses.replace(p, outlier_detection=None))
+
+
+def _no_circuit_breaker() -> None:
+    _wrap_policy("eds_cluster", lambda p: dataclasses.replace(p, circuit_breaker=None))
+
+
+def _ignore_lb_policy() -> None:
+    _wrap_policy("eds_cluster", lambda p: dataclasses.replace(p, lb_policy="ROUND_ROBIN"))
+
+
+def _ignore_sampling() -> None:
+    orig = resources.listeners
+
+    @functools.wraps(orig)
+    def listeners(meta: Any, mesh: Any) -> Any:
+        return orig(meta, dataclasses.replace(mesh, sampling_percent=100.0))
+
+    resources.listeners = listeners
+
+
+MUTANTS: dict[str, Mutant] = {m.name: m for m in [
+    Mutant("late-endpoints", "endpoint updates applied 3 s late", ("DISC-1", "DISC-2", "DISC-3"), _late_endpoints),
+    Mutant("ignore-critical", "critical health ignored (critical instances stay healthy)", ("DISC-3", "LB-5"),
+           _ignore_critical),
+    Mutant("empty-on-consul-error", "empty endpoints when a Consul query fails", ("DISC-6",), _empty_on_consul_error),
+    Mutant("ignore-weights", "route weights by version ignored", ("LB-3",), _ignore_weights),
+    Mutant("no-previous-hosts", "retries without the previous-hosts predicate", ("RES-1",), _no_previous_hosts),
+    Mutant("ignore-timeout", "the route timeout ignored (Envoy's 15 s default)", ("RES-2",), _ignore_timeout),
+    Mutant("no-outlier-detection", "outlier detection missing", ("LB-6",), _no_outlier_detection),
+    Mutant("late-policy", "policy changes applied 10 s late", ("LB-1", "RES-2"), _late_policy),
+    Mutant("ignore-lb-policy", "LB policy ignored (always ROUND_ROBIN)", ("LB-2", "LB-4"), _ignore_lb_policy),
+    Mutant("no-circuit-breaker", "circuit breaker thresholds missing", ("RES-3",), _no_circuit_breaker),
+    Mutant("ignore-sampling", "edge sampling percent ignored (always 100 %)", ("TRACE-5",), _ignore_sampling),
+]}
+
+
+def apply(name: str) -> Mutant:
+    """Plant mutant ``name`` in this process (call before the control plane starts)."""
+    m = MUTANTS[name]
+    m.apply()
+    return m
