@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from meshbed import httpc, wait
+from meshbed import wait
 from meshbed.chaos import faults
 from meshbed.components import consul_gate as gate_c
 from meshbed.chaos.churn import Churn
@@ -20,11 +20,6 @@ from meshbed.measure.discovery import capped, count_partial, error_rate, late_re
 from meshbed.stats import summarize
 
 pytestmark = [pytest.mark.discovery, pytest.mark.integration]
-
-
-def _post(mesh, instance: str, path: str, body=None) -> None:
-    r = httpc.request("POST", mesh.apps[instance].url("http", path), body, timeout=5)
-    assert r.status == 200, f"{instance} {path}: HTTP {r.status}"
 
 
 def _admin_urls(handles) -> dict[str, str]:
@@ -44,11 +39,11 @@ def test_disc1_register_new_instance(mesh, check):
     per_envoy: dict[str, list[float]] = {n: [] for n in subs}
     acks: list[float] = []
     for _ in range(repeats):
-        _post(mesh, inst, "/meshbed/deregister")
+        mesh.control(inst, "/meshbed/deregister")
         gone = convergence.converge_times(subs, convergence.lacks_host(service, addr), time.time(), 10)
         assert all(v is not None for v in gone.values()), f"setup: {inst} never left {gone}"
         t0 = time.time()
-        _post(mesh, inst, "/meshbed/register")
+        mesh.control(inst, "/meshbed/register")
         times = convergence.converge_times(subs, convergence.has_host(service, addr), t0, 10)
         for n, v in times.items():
             # an Envoy that never converged within the deadline counts as the deadline
@@ -103,7 +98,7 @@ def test_disc2_deregister_under_load(mesh, check, load):
             inst = insts[i % len(insts)]
             addr = mesh.advertised[inst]
             t0 = time.time()
-            _post(mesh, inst, "/meshbed/deregister")
+            mesh.control(inst, "/meshbed/deregister")
             try:
                 times = convergence.converge_times(subs, convergence.lacks_host(service, addr), t0, deadline)
                 conv = [deadline if v is None else v for v in times.values()]
@@ -115,7 +110,7 @@ def test_disc2_deregister_under_load(mesh, check, load):
                 time.sleep(max(0.0, late_until - time.time()))
                 acks += list(convergence.cp_ack_times(mesh.cp_debug_url, t0, "EDS").values())
             finally:
-                _post(mesh, inst, "/meshbed/register")
+                mesh.control(inst, "/meshbed/register")
             back = convergence.converge_times(subs, convergence.has_host(service, addr), time.time(), deadline)
             assert all(v is not None for v in back.values()), f"setup: {inst} never came back {back}"
             rounds.append({"instance": inst, "address": addr, "t0": t0, "convergence_s": times,
@@ -179,7 +174,7 @@ def test_disc3_health_flip(mesh, check, consul):
                 t0 = time.time()
                 consul.maintenance(inst, True, reason="meshbed-DISC-3")
             else:
-                _post(mesh, inst, "/meshbed/health", {"healthy": False})
+                mesh.control(inst, "/meshbed/health", {"healthy": False})
                 t0 = _consul_status_at(consul, service, inst, "critical")
             flipped = True
             out = convergence.converge_times(subs, convergence.lacks_healthy_host(service, addr), t0, deadline)
@@ -187,14 +182,14 @@ def test_disc3_health_flip(mesh, check, consul):
                 t1 = time.time()
                 consul.maintenance(inst, False)
             else:
-                _post(mesh, inst, "/meshbed/health", {"healthy": True})
+                mesh.control(inst, "/meshbed/health", {"healthy": True})
                 t1 = _consul_status_at(consul, service, inst, "passing")
             flipped = False
             back = convergence.converge_times(subs, convergence.has_host(service, addr, healthy=True), t1, deadline)
         finally:
             if flipped:  # restore on any failure in between
                 consul.maintenance(inst, False)
-                _post(mesh, inst, "/meshbed/health", {"healthy": True})
+                mesh.control(inst, "/meshbed/health", {"healthy": True})
         leave += [deadline if v is None else v for v in out.values()]
         rejoin += [deadline if v is None else v for v in back.values()]
         rounds.append({"method": method, "instance": inst, "address": addr, "t_critical": t0, "t_passing": t1,
@@ -369,14 +364,14 @@ def test_disc5_control_plane_link_faults(mesh, check, load, toxi, fault_log):
                     t_fault = time.time()
                     time.sleep(0.5)
                     t_change = time.time()
-                    _post(mesh, inst, "/meshbed/deregister")
+                    mesh.control(inst, "/meshbed/deregister")
                     time.sleep(max(0.0, t_fault + fault_s - time.time()))
                 t_end = time.time()
                 windows.append((t_fault, t_end))
                 conv = convergence.converge_times(bsubs, convergence.lacks_host(service, addr), t_end, deadline)
                 t_conv = time.time()
             finally:
-                _post(mesh, inst, "/meshbed/register")
+                mesh.control(inst, "/meshbed/register")
             back = convergence.converge_times(bsubs, convergence.has_host(service, addr), time.time(), deadline)
             assert all(v is not None for v in back.values()), f"restore: {inst} never came back {back}"
             post += [deadline if v is None else v for v in conv.values()]
@@ -555,7 +550,7 @@ def test_disc7_control_plane_killed(mesh, check, load, fault_log):
                 t_restart = time.time()  # restart issued on leaving the block, then ready-waited
             t_ready = time.time()
             for svc, inst in changes.items():
-                _post(mesh, inst, "/meshbed/deregister")
+                mesh.control(inst, "/meshbed/deregister")
                 done.append(inst)
             t_change = time.time()
             with ThreadPoolExecutor(1 + len(subs_by_svc)) as pool:  # all measured at once, from t_restart
@@ -571,7 +566,7 @@ def test_disc7_control_plane_killed(mesh, check, load, fault_log):
             t_conv = time.time()
         finally:
             for inst in done:
-                _post(mesh, inst, "/meshbed/register")
+                mesh.control(inst, "/meshbed/register")
         for svc, inst in changes.items():
             back = convergence.converge_times(subs_by_svc[svc], convergence.has_host(svc, mesh.advertised[inst]),
                                               time.time(), deadline)

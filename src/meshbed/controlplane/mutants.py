@@ -137,7 +137,7 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
     Mutant("no-previous-hosts", "retries without the previous-hosts predicate", ("RES-1",), _no_previous_hosts),
     Mutant("ignore-timeout", "the route timeout ignored (Envoy's 15 s default)", ("RES-2",), _ignore_timeout),
     Mutant("no-outlier-detection", "outlier detection missing", ("LB-6",), _no_outlier_detection),
-    Mutant("late-policy", "policy changes applied 10 s late", ("LB-1", "RES-2"), _late_policy),
+    Mutant("late-policy", "policy changes applied 10 s late", ("LB-3", "RES-2"), _late_policy),
     Mutant("ignore-lb-policy", "LB policy ignored (always ROUND_ROBIN)", ("LB-2", "LB-4"), _ignore_lb_policy),
     Mutant("no-circuit-breaker", "circuit breaker thresholds missing", ("RES-3",), _no_circuit_breaker),
     Mutant("ignore-sampling", "edge sampling percent ignored (always 100 %)", ("TRACE-5",), _ignore_sampling),
