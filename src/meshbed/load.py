@@ -109,6 +109,11 @@ class LoadRun:
         self.json_file = workdir / "locust.json"
         self.log_file = workdir / "locust.log"
 
+    @property
+    def started_at(self) -> float:
+        """Wall-clock time (time.time()) Locust was started; 0.0 before start()."""
+        return self._t0
+
     def __enter__(self) -> "LoadRun":
         self.start()
         return self

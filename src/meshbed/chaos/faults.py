@@ -10,7 +10,7 @@ import contextlib
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 from ..errors import ComponentError
 from ..runtime.base import Handle
@@ -40,6 +40,10 @@ class FaultLog:
             yield w
         finally:
             w.end = time.time()
+
+    def intervals(self, now: float, name: str | None = None) -> list[tuple[float, float]]:
+        """(start, end) of each window (named ``name``, or all); a window still open ends at ``now``."""
+        return [(w.start, now if w.end is None else w.end) for w in self.windows if name in (None, w.name)]
 
     def to_json(self) -> list[dict[str, Any]]:
         return [{"name": w.name, "target": w.target, "start": w.start, "end": w.end, "detail": w.detail}
@@ -140,3 +144,15 @@ def stopped(handle: Handle, *, kill: bool = False, ready_timeout: float = 60.0,
         finally:
             handle.restart()
             wait_ready(handle, ready_timeout)
+
+
+@contextlib.contextmanager
+def all_of(*faults: ContextManager[Any]) -> Iterator[list[Any]]:
+    """Several faults as one: entered in order, all in force together, every one undone on exit.
+
+    ``with faults.all_of(*(faults.latency(tp, p, 500) for p in proxies)):`` -- when one fails to
+    enter, those already entered are undone; when one fails to undo, the others are still undone
+    (then its error is raised, any earlier one chained as its context). Built on :class:`contextlib.ExitStack`.
+    """
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(f) for f in faults]
