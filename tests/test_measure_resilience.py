@@ -258,7 +258,8 @@ def test_res3_breaker_holds_per_envoy_and_overflows_fast():
     assert m.envoy_ms.p99 == pytest.approx(0.7) and m.caller_ms.n == 4 and m.client_ms.p99 == pytest.approx(50.0)
     v = verdict("RES-3", Figure("overflow_503_p99", m.envoy_ms.p99, "ms", m.envoy_ms.n, min_n=m.overflow),
                 Figure("concurrency_excess", m.concurrency_excess, "requests", m.attributed, min_n=m.ok,
-                       bad_count=True), POLICY_OK)
+                       bad_count=True),
+                Figure("other_failures", len(m.other), "requests", len(answers), bad_count=True), POLICY_OK)
     assert v == ("pass", "")
 
 

@@ -39,6 +39,7 @@ PASSING = """
     @pytest.mark.check("LB-2")
     def test_lb2(check):
         check.figure("slow_share_ratio", 0.1, "", 600, "stand-in")
+        check.figure("policy_apply_p99", 0.1, "s", 2, "stand-in")
         check.judge()
 """
 
