@@ -54,7 +54,7 @@ def test_disc1_register_new_instance(mesh, check):
     s = summarize(samples)
     check.figure("convergence_p99", s.p99, "s", s.n, "envoy admin /clusters", min_n=repeats * len(subs))
     check.figure("convergence_p50", s.p50, "s", s.n, "envoy admin /clusters")
-    check.evidence("convergence_s", {"summary": s.to_json(), "per_envoy": per_envoy,
+    check.chart("cdf", "convergence_s", {"summary": s.to_json(), "per_envoy": per_envoy,
                                      "cp_eds_ack_s": summarize(acks).to_json() if acks else None})
     check.judge()
 
@@ -65,7 +65,7 @@ def _subscribers_view(mesh, service: str) -> dict[str, str]:
 
 def _load_evidence(check, res) -> None:
     check.evidence("load_summary", res.summary())
-    check.evidence("load_history", res.history())
+    check.chart("load", "load_history", res.history())
 
 
 @pytest.mark.check("DISC-2")
@@ -127,7 +127,7 @@ def test_disc2_deregister_under_load(mesh, check, load):
                  bad_count=True)
     check.evidence("late_requests_checked", lr.checked)
     check.figure("error_rate", res.error_rate_pct, "%", res.n, "locust request log")
-    check.evidence("convergence_s", {"summary": s.to_json(), "per_envoy": per_envoy,
+    check.chart("cdf", "convergence_s", {"summary": s.to_json(), "per_envoy": per_envoy,
                                      "cp_eds_ack_s": summarize(acks).to_json() if acks else None})
     check.evidence("rounds", rounds)
     check.evidence("late_request_samples", lr.samples)

@@ -195,7 +195,7 @@ def test_res4_rolling_restart_under_load(mesh, check, load, fault_log):
     check.figure("error_rate_during_restarts", m.during_pct, "%", m.during_n, "locust request log")
     check.evidence("restarts", steps)
     check.evidence("load", res.summary())
-    check.evidence("load_history", res.history())
+    check.chart("load", "load_history", res.history())
     check.evidence("failures", m.failures)
     check.judge()
 

@@ -76,7 +76,7 @@ def test_trace1_complete_traces_under_steady_load(mesh, check, expected):
     check.evidence("expected_spans", sorted(f"{k[0]}/{k[1]}" for k in traces.expected_keys(expected).elements()))
     check.evidence("jaeger_poll", _jaeger_evidence(col))
     check.evidence("defects", m.defects)
-    check.evidence("incomplete_examples", tracing.examples(col.list))
+    check.chart("traces", "incomplete_examples", tracing.examples(col.list))
     check.judge()
 
 
@@ -97,7 +97,7 @@ def test_trace2_propagation_through_app_hops(mesh, check, expected):
     check.evidence("spans", {"service_server": m.service_spans, "parented": m.parented, "checked_for_tags": m.checked,
                              "tagged": m.tagged})
     check.evidence("tag_problems", m.problems[:20])
-    check.evidence("incomplete_examples", tracing.examples(col.list))
+    check.chart("traces", "incomplete_examples", tracing.examples(col.list))
     check.judge()
 
 
@@ -137,7 +137,7 @@ def test_trace3_data_path_faults_mark_failed_hops(mesh, check, toxi, fault_log, 
                                           "route_timeout_ms": p.route_timeout_ms}})
     check.evidence("unmarked", m.unmarked[:10])
     check.evidence("defects", c.defects)
-    check.evidence("incomplete_examples", tracing.examples(col.list))
+    check.chart("traces", "incomplete_examples", tracing.examples(col.list))
     if m.fewest_crossed == 0:
         raise MeshbedError(f"a fault was never met by any request: {dict((k, v.crossed) for k, v in m.phases.items())}",
                            hint="no request was sent to the faulted backend; see evidence 'phases'")
@@ -168,7 +168,7 @@ def test_trace4_export_link_down_then_healed(mesh, check, toxi, fault_log, expec
                                     **dataclasses.asdict(loss), "jaeger": _jaeger_evidence(col_during)})
     check.evidence("after_heal", {"requests": after.n, "by_status": after.by_status(),
                                   "jaeger": _jaeger_evidence(col_after), "defects": healed.defects})
-    check.evidence("incomplete_after_heal", tracing.examples(col_after.list))
+    check.chart("traces", "incomplete_after_heal", tracing.examples(col_after.list))
     check.judge()
 
 
@@ -187,5 +187,5 @@ def test_trace5_sampling_decided_once_at_the_edge(mesh, check, expected):
     check.evidence("traffic", {"requests": batch.n, "by_status": batch.by_status()})
     check.evidence("jaeger_poll", _jaeger_evidence(col))
     check.evidence("partial_defects", m.partial_defects)
-    check.evidence("partial_examples", m.partial_examples)
+    check.chart("traces", "partial_examples", m.partial_examples)
     check.judge()

@@ -232,3 +232,17 @@ def test_cli_report_bad_input_is_one_line_exit_2(tmp_path, capsys):
 def test_write_html_creates_parents(tmp_path, real):
     out = write_html(real, tmp_path / "deep" / "r.html")
     assert out.exists() and not (tmp_path / "deep" / "r.html.tmp").exists()
+
+
+def test_every_stated_chart_draws_and_a_wrong_one_is_an_error(real, rich):
+    """Evidence states its chart; the report draws what it is told and refuses what it cannot draw."""
+    for doc in (real, rich):
+        for c in doc["checks"]:
+            ev.render_evidence(c, strict=True)
+    typo = {"id": "X-1", "thresholds": [], "evidence": {"lat": {"chart": "cfd", "data": {"per_envoy": {"a": [1]}}}}}
+    with pytest.raises(ev.EvidenceError, match="unknown chart kind 'cfd'"):
+        ev.render_evidence(typo, strict=True)
+    assert "cannot draw" in ev.render_evidence(typo)
+    misfit = {"id": "X-1", "thresholds": [], "evidence": {"lat": {"chart": "cdf", "data": [1, 2]}}}
+    with pytest.raises(ev.EvidenceError, match="does not fit a cdf chart"):
+        ev.render_evidence(misfit, strict=True)

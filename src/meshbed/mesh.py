@@ -96,7 +96,7 @@ class Mesh:
     @property
     def cp_debug_url(self) -> str | None:
         """The reference control plane's debug API (push log); None for other control planes."""
-        if self.wiring.settings.controlplane != "reference":
+        if not cp_c.is_builtin(self.wiring.settings.controlplane):
             return None
         return self.controlplane.url("http")
 
@@ -243,8 +243,9 @@ def bring_up(topology: Topology, settings: Settings, progress: Progress = lambda
     binaries = {n: require(n) for n in ("envoy", "consul", "jaeger", "toxiproxy")}
     factory = runtime_factory(settings.runtime)
     factory.preflight()  # type: ignore[attr-defined]  # e.g. no Docker engine: one line, nothing started
-    if settings.controlplane != "reference":
-        cp_c.external_spec(settings.controlplane, PortAllocator(), "http://127.0.0.1:1")  # validates the template
+    cp_template = cp_c.template_for(settings.controlplane)  # a named one is provisioned here, before anything starts
+    if cp_template is not None:
+        cp_c.external_spec(cp_template, PortAllocator(), "http://127.0.0.1:1")  # validates the template
     own_state = state is None
     if state is None:
         state = RunState.create(settings.runs_dir, settings.runtime, topology.source)
@@ -291,10 +292,10 @@ def bring_up(topology: Topology, settings: Settings, progress: Progress = lambda
         done()
 
         done = _phase(timings, "control plane", progress)
-        if settings.controlplane == "reference":
+        if cp_template is None:
             cp_spec = cp_c.spec(ports, f"http://{consul_for_cp}", bind)
         else:
-            cp_spec = cp_c.external_spec(settings.controlplane, ports, f"http://{consul_for_cp}", bind)
+            cp_spec = cp_c.external_spec(cp_template, ports, f"http://{consul_for_cp}", bind)
         cp = runtime.start(cp_spec)
         mesh.controlplane = cp
         wiring.cp_xds = f"{ih('controlplane')}:{cp.spec.ports['xds']}"

@@ -180,6 +180,9 @@ def mesh(mesh_session):
 
 
 def _record_leftovers(config: pytest.Config, mesh) -> None:
+    usage = mesh.controlplane.usage()
+    if usage is not None:  # the control plane's CPU and peak memory over the session (the comparison shows it)
+        config.stash[RESULTS_KEY].environment["controlplane_usage"] = usage
     from .baseline import leftovers
     try:
         left = leftovers(mesh)
@@ -198,9 +201,13 @@ def _describe_environment(config: pytest.Config, mesh, settings) -> None:
     from . import __version__
     from .provision.binaries import find_all
     comps = {n: {"version": b.version(), "source": b.source, "path": str(b.path)} for n, b in find_all().items()}
-    if settings.controlplane == "reference":
-        comps["controlplane"] = {"version": f"meshbed-reference {__version__}", "source": "meshbed.controlplane",
+    from .components.controlplane import is_builtin
+    if is_builtin(settings.controlplane):
+        comps["controlplane"] = {"version": f"meshbed-builtin {__version__}", "source": "meshbed.controlplane",
                                  "path": mesh.controlplane.url("http")}
+    elif settings.controlplane.strip() == "go":
+        comps["controlplane"] = {"version": comps.get("cp-go", {}).get("version", "go"),
+                                 "source": "controlplanes/go", "path": comps.get("cp-go", {}).get("path", "")}
     else:
         comps["controlplane"] = {"version": "external", "source": "command", "path": settings.controlplane}
     collector.environment.update({"runtime": settings.runtime, "components": comps})

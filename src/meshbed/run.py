@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 from .errors import ConfigError
 from .settings import Settings
@@ -111,6 +111,8 @@ def plan(opts: RunOptions) -> Plan:
     from .topology import load as load_topology
     load_topology(topology)
     load_profile(profile)
+    from .components.controlplane import template_for
+    template_for(settings.controlplane)  # a bad name fails here; a named one (go) is built here if missing
     if settings.runtime not in runtime_names():
         raise ConfigError(f"unknown runtime {settings.runtime!r}; available: {', '.join(runtime_names())}")
     from .provision import require
@@ -256,12 +258,3 @@ def render(json_path: str | Path, out: str | Path | None = None) -> Path:
     doc = report.load_document(json_path)
     out = Path(out) if out else Path(json_path).with_suffix(".html")
     return report.write_html(doc, out)
-
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - convenience: python -m meshbed.run
-    from .cli import main as cli_main
-    return cli_main(["run", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

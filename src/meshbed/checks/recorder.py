@@ -35,7 +35,16 @@ class Check:
         return f
 
     def evidence(self, key: str, value: Any) -> None:
+        """A value the report shows as a table or JSON (use :meth:`chart` for something to draw)."""
         self.result.evidence[key] = value
+
+    def chart(self, kind: str, key: str, data: Any) -> None:
+        """Evidence the report draws as ``kind`` (cdf, spread, spread_map, load, spans, traces, fault_windows)."""
+        from ..report.evidence import CHARTS
+        if kind not in CHARTS:
+            raise ValueError(f"{self.id}: unknown chart kind {kind!r}; known: {', '.join(CHARTS)}")
+        # nothing to draw (no fault window, no incomplete trace): a plain value
+        self.result.evidence[key] = {"chart": kind, "data": data} if data else data
 
     def policy_applied(self, per_envoy_s: dict[str, float | None], deadline_s: float, what: dict[str, Any]) -> None:
         """Judge how long a policy took to show on every affected Envoy (never shown: the deadline)."""

@@ -9,6 +9,30 @@ from ..ports import PortAllocator
 from ..runtime.base import ComponentSpec, Handle
 
 
+BUILTIN = ("builtin", "reference")  # meshbed's Python control plane ("reference" is its old name)
+NAMED = {"go": "meshbed's Go control plane on go-control-plane (controlplanes/go)"}
+
+
+def is_builtin(name: str) -> bool:
+    return name.strip() in BUILTIN
+
+
+def template_for(name: str) -> str | None:
+    """The command template a --controlplane value stands for (None: the builtin one, run in-tree)."""
+    n = name.strip()
+    if n in BUILTIN:
+        return None
+    if n == "go":
+        from ..provision import go_controlplane_command
+        return go_controlplane_command()
+    if "{xds_port}" not in n:
+        from ..errors import ConfigError
+        raise ConfigError(f"--controlplane {n!r}: not a named control plane ({', '.join((*BUILTIN[:1], *NAMED))}) "
+                          "nor a command template with {xds_port}",
+                          hint='e.g. --controlplane go, or "my-cp --ads {xds_host}:{xds_port} --consul {consul_url}"')
+    return n
+
+
 def _ready(h: Handle) -> object:
     return httpc.get(h.url("http", "/healthz"), timeout=2).status == 200
 

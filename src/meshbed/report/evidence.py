@@ -1,14 +1,20 @@
-"""Evidence renderers that recognise shapes, not key names.
+"""Evidence renderers: a suite states the chart, the report draws what it is told.
 
-Suites attach whatever evidence they measure; the report recognises:
+Evidence recorded with ``check.chart(kind, key, data)`` is stored as
+``{"chart": kind, "data": data}`` and drawn by that kind's renderer; the
+shape predicates below only *validate* that the data fits the stated chart.
+A stated chart that is unknown or whose data does not fit is an error
+(``EvidenceError`` with ``strict=True``, as the tests render; a visible error
+box in a user's report). Evidence without a chart is a value: a key/value
+table, a table, or compact JSON. Chart kinds:
 
-* a dict with ``per_envoy``: name -> list of seconds          -> CDF per Envoy (+ histogram)
-* a list of dicts with endpoint/instance + count               -> share bars with the expected share
-* ``history`` rows with t/ts + rps + failures (+ p50_ms/p95_ms) -> load charts, fault windows shaded
-* a list of span dicts (span_id, parent_id, service, name)     -> a span tree
-* a list of traces (dicts holding such a span list)            -> one complete trace as a tree, every incomplete one listed
-* a list of fault windows (name, target, start, end)           -> a table (and shading on load charts)
-* anything else                                                -> a key/value table, a table, or compact JSON
+* ``cdf``: a dict with ``per_envoy``: name -> list of seconds    -> CDF per Envoy (+ histogram)
+* ``spread``: a list of dicts with endpoint/instance + count    -> share bars with the expected share
+* ``spread_map``: counts + expected/shares maps                 -> the same bars
+* ``load``: ``history`` rows with t/ts + rps + failures          -> load charts, fault windows shaded
+* ``spans``: a list of span dicts (span_id, parent_id, service) -> a span tree
+* ``traces``: a list of traces (dicts holding such span lists)  -> one complete trace as a tree, every incomplete one listed
+* ``fault_windows``: (name, target, start, end) rows            -> a table (and shading on load charts)
 """
 
 from __future__ import annotations
@@ -121,11 +127,15 @@ def is_table(v: Any) -> bool:
             and len({k for r in v for k in r}) <= 14)
 
 
-DETECTORS = (is_cdf, is_spread, is_spread_map, is_load, is_traces, is_spans, is_fault_windows)
+
+
+def is_charted(v: Any) -> bool:
+    return isinstance(v, dict) and "chart" in v and set(v) <= {"chart", "data"}
 
 
 def has_shape(v: Any, depth: int = 0) -> bool:
-    if any(d(v) for d in DETECTORS):
+    """Does ``v`` hold a stated chart (at any depth up to 3)?"""
+    if is_charted(v):
         return True
     if depth < 3 and isinstance(v, dict):
         return any(has_shape(x, depth + 1) for x in v.values())
@@ -150,10 +160,12 @@ def find_key(v: Any, key: str, depth: int = 0) -> Any:
 class Context:
     """What renderers of one check share: its thresholds and its fault windows."""
 
-    def __init__(self, check: dict[str, Any]) -> None:
+    def __init__(self, check: dict[str, Any], strict: bool = False) -> None:
         self.check = check
+        self.strict = strict
         ev = check.get("evidence") or {}
         fw = find_key(ev, "fault_windows")
+        fw = fw.get("data") if is_charted(fw) else fw
         self.fault_windows: list[dict[str, Any]] = fw if is_fault_windows(fw) else []
         self.thresholds = check.get("thresholds") or []
 
@@ -431,15 +443,35 @@ def render_fault_windows(name: str, rows: list[dict[str, Any]], ctx: Context) ->
     return (rows_table(summary) + f'<details><summary>all {len(out)} fault windows</summary>{rows_table(out)}</details>')
 
 
-RENDERERS = ((is_cdf, render_cdf), (is_spread, render_spread), (is_spread_map, render_spread_map), (is_load, render_load), (is_traces, render_traces),
-             (is_spans, render_spans), (is_fault_windows, render_fault_windows))
+CHARTS = {"cdf": (is_cdf, render_cdf), "spread": (is_spread, render_spread),
+          "spread_map": (is_spread_map, render_spread_map), "load": (is_load, render_load),
+          "traces": (is_traces, render_traces), "spans": (is_spans, render_spans),
+          "fault_windows": (is_fault_windows, render_fault_windows)}
+
+
+class EvidenceError(ValueError):
+    """A stated chart the report cannot draw: an unknown kind, or data of another shape."""
+
+
+def chart_problem(v: Any) -> str | None:
+    """Why a stated chart cannot be drawn (None when it can)."""
+    kind = v.get("chart")
+    if kind not in CHARTS:
+        return f"unknown chart kind {kind!r}; known: {', '.join(CHARTS)}"
+    if not CHARTS[kind][0](v.get("data")):
+        return f"data does not fit a {kind} chart"
+    return None
 
 
 def render_value(name: str, v: Any, ctx: Context, depth: int = 0) -> str:
     head = f'<h4 class="ev-name">{escape(name)}</h4>' if depth == 0 else f'<h5>{escape(name)}</h5>'
-    for pred, fn in RENDERERS:
-        if pred(v):
-            return f'<div class="evidence">{head}{fn(name, v, ctx)}</div>'
+    if is_charted(v):
+        why = chart_problem(v)
+        if why is not None:
+            if ctx.strict:
+                raise EvidenceError(f"{ctx.check.get('id')}: evidence {name!r}: {why}")
+            return f'<div class="evidence">{head}<p class="bad">cannot draw: {escape(why)}</p>{json_pre(v)}</div>'
+        return f'<div class="evidence">{head}{CHARTS[v["chart"]][1](name, v["data"], ctx)}</div>'
     if isinstance(v, dict) and depth < 3 and has_shape(v):
         flat = {k: x for k, x in v.items() if not isinstance(x, (dict, list))}
         inner = (kv_table(flat) if flat else "") + "".join(
@@ -458,15 +490,15 @@ def render_value(name: str, v: Any, ctx: Context, depth: int = 0) -> str:
     return f'<div class="evidence">{head}{json_pre(v)}</div>'
 
 
-def render_evidence(check: dict[str, Any]) -> str:
+def render_evidence(check: dict[str, Any], strict: bool = False) -> str:
     ev = check.get("evidence") or {}
     if not ev:
         return '<p class="muted">no evidence attached</p>'
-    ctx = Context(check)
+    ctx = Context(check, strict)
     # charts first, then small tables and values, then fault windows, then bulky raw data (folded)
     def rank(kv: tuple[str, Any]) -> int:
         v = kv[1]
-        if is_fault_windows(v):
+        if is_charted(v) and v.get("chart") == "fault_windows":
             return 2
         if has_shape(v):
             return 0

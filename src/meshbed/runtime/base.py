@@ -103,6 +103,10 @@ class Handle(abc.ABC):
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "kind": self.kind, "ports": dict(self.spec.ports), "log": str(self.log_path)}
 
+    def usage(self) -> dict[str, float] | None:
+        """CPU seconds and peak RSS (MB) over the component's lives, where the runtime can tell; else None."""
+        return None
+
 
 class Runtime(abc.ABC):
     """Starts components for one run; close() stops every one it started."""

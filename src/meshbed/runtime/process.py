@@ -25,6 +25,7 @@ class ProcessHandle(Handle):
         self._proc: subprocess.Popen[bytes] | None = None
         self._started: int | None = None
         self._lock = threading.RLock()
+        self._past_usage: tuple[float, float] = (0.0, 0.0)  # cpu s, peak RSS MB of earlier lives
 
     @property
     def log_path(self) -> Path:
@@ -84,6 +85,7 @@ class ProcessHandle(Handle):
             if self._proc is None:
                 return
             if self._proc.poll() is None:
+                self._bank_usage()
                 self._signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
                 self._signal(signal.SIGTERM)
                 try:
@@ -95,9 +97,24 @@ class ProcessHandle(Handle):
             if self._state is not None:
                 self._state.record_process(self.spec.name, None)
 
+    def usage(self) -> dict[str, float] | None:
+        """CPU seconds and peak RSS over every life of this component (restarts add up; the peak is the max)."""
+        now = procutil.usage(self.pid) if self.pid else None
+        cpu, peak = self._past_usage
+        if now is not None:
+            cpu, peak = cpu + now[0], max(peak, now[1])
+        return {"cpu_s": round(cpu, 3), "peak_rss_mb": round(peak, 1)} if (cpu or peak) else None
+
+    def _bank_usage(self) -> None:
+        """Keep what this life used before it ends (a restart starts the counters again)."""
+        now = procutil.usage(self.pid) if self.pid else None
+        if now is not None:
+            self._past_usage = (self._past_usage[0] + now[0], max(self._past_usage[1], now[1]))
+
     def kill(self) -> None:
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
+                self._bank_usage()
                 self._signal(signal.SIGKILL)
                 self._proc.wait(timeout=5)
             self._end_group(grace=0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:
@@ -89,3 +90,17 @@ def terminate_group(pgid: int, started: int | None, grace: float = 5.0) -> list[
     members = group_members(pgid, started)
     _end(members, grace)
     return [p for p, _ in members]
+
+
+def usage(pid: int) -> tuple[float, float] | None:
+    """(CPU seconds user+system, peak RSS in MB) of a live process; None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
+    hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return cpu, hwm / 1024.0
