@@ -154,6 +154,7 @@ class Mesh:
             access_log_path=str(self.run_dir / f"envoy-{inst.id}" / "access.log"),
         )
         sidecar = rt.start(envoy_c.spec(w.binaries["envoy"], meta, admin_port=admin, xds=_split(xds),
+                                        xds_api=cp_c.split_protocol(w.settings.controlplane)[1],
                                         otlp=_split(w.otlp_grpc), log_level=w.settings.envoy_log_level,
                                         concurrency=w.settings.envoy_concurrency, host=bind))
         self.sidecars[inst.id] = sidecar
@@ -315,6 +316,7 @@ def bring_up(topology: Topology, settings: Settings, progress: Progress = lambda
                         trace_service="ingress",
                         access_log_path=str(state.run_dir / "envoy-ingress" / "access.log"))
         mesh.ingress = runtime.start(envoy_c.spec(binaries["envoy"], meta, admin_port=admin, xds=_split(xds),
+                                                  xds_api=cp_c.split_protocol(settings.controlplane)[1],
                                                   otlp=_split(wiring.otlp_grpc), log_level=settings.envoy_log_level,
                                                   concurrency=settings.envoy_concurrency, host=bind))
         to_wait.append(mesh.ingress)

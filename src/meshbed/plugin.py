@@ -201,12 +201,14 @@ def _describe_environment(config: pytest.Config, mesh, settings) -> None:
     from . import __version__
     from .provision.binaries import find_all
     comps = {n: {"version": b.version(), "source": b.source, "path": str(b.path)} for n, b in find_all().items()}
-    from .components.controlplane import is_builtin
-    if is_builtin(settings.controlplane):
-        comps["controlplane"] = {"version": f"meshbed-builtin {__version__}", "source": "meshbed.controlplane",
+    from .components.controlplane import split_protocol
+    base, api = split_protocol(settings.controlplane)
+    proto = "delta" if api == "DELTA_GRPC" else "sotw"
+    if base in ("builtin", "reference"):
+        comps["controlplane"] = {"version": f"meshbed-builtin {__version__} ({proto})", "source": "meshbed.controlplane",
                                  "path": mesh.controlplane.url("http")}
-    elif settings.controlplane.strip() == "go":
-        comps["controlplane"] = {"version": comps.get("cp-go", {}).get("version", "go"),
+    elif base == "go":
+        comps["controlplane"] = {"version": f"{comps.get('cp-go', {}).get('version', 'go')} ({proto})",
                                  "source": "controlplanes/go", "path": comps.get("cp-go", {}).get("path", "")}
     else:
         comps["controlplane"] = {"version": "external", "source": "command", "path": settings.controlplane}

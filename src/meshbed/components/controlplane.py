@@ -13,13 +13,28 @@ BUILTIN = ("builtin", "reference")  # meshbed's Python control plane ("reference
 NAMED = {"go": "meshbed's Go control plane on go-control-plane (controlplanes/go)"}
 
 
+PROTOCOLS = {"sotw": "GRPC", "delta": "DELTA_GRPC"}  # suffix -> Envoy's ads_config.api_type
+
+
+def split_protocol(name: str) -> tuple[str, str]:
+    """``go:delta`` -> (``go``, ``DELTA_GRPC``); a named control plane without a suffix speaks SotW."""
+    n = name.strip()
+    base, sep, proto = n.rpartition(":")
+    if sep and proto in PROTOCOLS and (base in BUILTIN or base in NAMED):
+        return base, PROTOCOLS[proto]
+    return n, PROTOCOLS["sotw"]
+
+
 def is_builtin(name: str) -> bool:
-    return name.strip() in BUILTIN
+    return split_protocol(name)[0] in BUILTIN
 
 
 def template_for(name: str) -> str | None:
-    """The command template a --controlplane value stands for (None: the builtin one, run in-tree)."""
-    n = name.strip()
+    """The command template a --controlplane value stands for (None: the builtin one, run in-tree).
+
+    Named control planes take ``:delta`` (or ``:sotw``) to choose the xDS protocol the Envoys use.
+    """
+    n = split_protocol(name)[0]
     if n in BUILTIN:
         return None
     if n == "go":

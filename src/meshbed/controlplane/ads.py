@@ -1,4 +1,4 @@
-"""State-of-the-world ADS: the per-stream ACK/NACK state machine and the gRPC servicer.
+"""State-of-the-world ADS: the per-stream ACK/NACK state machine, and the gRPC servicer for both protocols.
 
 :class:`AdsStream` is synchronous and free of gRPC so the xDS semantics
 (first request always answered, ACK vs NACK vs stale nonce, no resend of a
@@ -223,7 +223,9 @@ class StreamRegistry(Protocol):
 
     def open_stream(self, peer: str) -> AdsStream: ...
 
-    def close_stream(self, stream: AdsStream) -> None: ...
+    def open_delta_stream(self, peer: str) -> Any: ...
+
+    def close_stream(self, stream: Any) -> None: ...
 
 
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
@@ -235,7 +237,18 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     async def StreamAggregatedResources(  # noqa: N802 - gRPC name
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        stream = self._registry.open_stream(context.peer())
+        async for resp in self._serve(self._registry.open_stream(context.peer()), request_iterator, context):
+            yield resp
+
+    async def DeltaAggregatedResources(  # noqa: N802 - gRPC name
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        async for resp in self._serve(self._registry.open_delta_stream(context.peer()), request_iterator, context):
+            yield resp
+
+    async def _serve(self, stream: Any, request_iterator: AsyncIterator[Any],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        """Feed requests to a stream (SotW or delta) and yield what it owes, until either side ends."""
         failure: list[BaseException] = []
 
         async def read() -> None:
@@ -265,6 +278,3 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             reader.cancel()
             self._registry.close_stream(stream)
             log.info("stream %d: node %s disconnected", stream.stream_id, stream.node_id)
-
-    async def DeltaAggregatedResources(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "meshbed CP serves state-of-the-world ADS only")

@@ -19,6 +19,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from ..nodemeta import NodeMeta
 from . import debug_http
 from .ads import AdsServicer, AdsStream
+from .delta import DeltaStream
 from .catalog import MeshState
 from .consul_watch import ConsulWatcher
 from .pushlog import PushLog
@@ -81,6 +82,11 @@ class ControlPlane:
     def open_stream(self, peer: str) -> AdsStream:
         s = AdsStream(next(self._ids), self.snapshot_for, self.pushlog, peer)
         self.streams[s.stream_id] = s
+        return s
+
+    def open_delta_stream(self, peer: str) -> DeltaStream:
+        s = DeltaStream(next(self._ids), self.snapshot_for, self.pushlog, peer)
+        self.streams[s.stream_id] = s  # type: ignore[assignment]  # same interface as AdsStream
         return s
 
     def close_stream(self, stream: AdsStream) -> None:
