@@ -16,7 +16,10 @@ from meshbed.chaos.churn import Churn
 from meshbed.mesh import wait_converged
 from meshbed.observe import convergence
 from meshbed.observe import discovery_helpers as dh
-from meshbed.measure.discovery import capped, count_partial, error_rate, late_requests, partial_states
+from meshbed.components.controlplane import split_protocol
+from meshbed.errors import MeshbedError
+from meshbed.measure.discovery import (capped, count_partial, error_rate, late_requests, partial_states,
+                                       protocol_figures)
 from meshbed.stats import summarize
 
 pytestmark = [pytest.mark.discovery, pytest.mark.integration]
@@ -593,4 +596,44 @@ def test_disc7_control_plane_killed(mesh, check, load, fault_log):
     check.evidence("failed_requests", [{"ts": r.ts, "status": r.status, "latency_ms": r.latency_ms}
                                        for r in window if r.status != 200][:50])
     _load_evidence(check, res)
+    check.judge()
+
+
+@pytest.mark.quick
+@pytest.mark.check("DISC-8")
+def test_disc8_sotw_and_delta_alike(mesh, check):
+    """The mesh's Envoys speak one xDS protocol; one more Envoy-only node, subscribed like a frontend
+    sidecar, speaks the other. The same change (a backend deregistered, then registered, ``repeats``
+    times) must reach both sets within the threshold and alike. An Envoy on a protocol the control
+    plane does not serve never gets config: its times are the deadline (a measured absence).
+    """
+    p = check.p
+    service, inst = "backend", mesh.instances_of("backend")[0]
+    addr = mesh.advertised[inst]
+    mine = split_protocol(mesh.wiring.settings.controlplane)[1]
+    other = "DELTA_GRPC" if mine == "GRPC" else "GRPC"
+    names = {"GRPC": "sotw", "DELTA_GRPC": "delta"}
+    subs = {n: h.url("admin") for n, h in mesh.subscribers(service).items()}
+    times: dict[str, list[float]] = {"sotw": [], "delta": []}
+    with contextlib.ExitStack() as stack:
+        try:
+            watcher = {"watcher": stack.enter_context(mesh.watcher_envoy((service,), other, p.deadline_s)).url("admin")}
+        except MeshbedError as exc:  # never got config over the other protocol
+            watcher = {}
+            check.evidence("other_protocol_failed", str(exc))
+        for _ in range(p.repeats):
+            for action, expect in (("/meshbed/deregister", convergence.lacks_host),
+                                   ("/meshbed/register", convergence.has_host)):
+                t0 = time.time()
+                mesh.control(inst, action)
+                times[names[mine]] += capped(convergence.converge_times(subs, expect(service, addr), t0,
+                                                                        p.deadline_s), p.deadline_s)
+                got = convergence.converge_times(watcher, expect(service, addr), t0, p.deadline_s)
+                times[names[other]] += capped(got, p.deadline_s) if watcher else [p.deadline_s]
+    for name, (value, n) in protocol_figures(times).items():
+        check.figure(name, value, "s", n, "envoy admin /clusters (mesh sidecars and one watcher Envoy)",
+                     min_n=2 * p.repeats)
+    check.evidence("protocols", {"mesh": names[mine], "watcher": names[other]})
+    check.chart("cdf", "convergence_s", {"per_envoy": {names[mine]: times[names[mine]],
+                                                       names[other]: times[names[other]]}})
     check.judge()

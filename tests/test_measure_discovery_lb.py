@@ -97,3 +97,8 @@ def test_ejections_judged_per_envoy_and_absence_is_zero():
     assert none.pct == 0.0 and none.n == 2  # measured: nobody ejected, a fail not an error
     late = lb.ejections({"f0": 1}, {"f0": 9}, 3, 2)  # 9 > 1 x (3 + 2): ejected too late
     assert late.pct == 0.0
+
+
+def test_protocol_figures_gap_and_absence():
+    f = d.protocol_figures({"sotw": [0.05, 0.06], "delta": [10.0, 10.0]})  # delta never converged: the deadline
+    assert f["delta_convergence_p99"] == (10.0, 2) and abs(f["protocol_gap_p99"][0] - 9.94) < 1e-9

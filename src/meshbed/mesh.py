@@ -180,6 +180,29 @@ class Mesh:
             wait_all([app, sidecar], self.wiring.settings.ready_timeout)
         return inst.id
 
+    @contextlib.contextmanager
+    def watcher_envoy(self, upstreams: tuple[str, ...], xds_api: str, ready_s: float | None = None) -> Iterator[Handle]:
+        """An Envoy-only node subscribed like a sidecar calling ``upstreams``, on the xDS protocol ``xds_api``.
+
+        It has no app and serves no traffic: it exists to be compared with the mesh's own
+        sidecars (DISC-8: SotW and delta alike). Stopped on exit.
+        """
+        w, rt = self.wiring, self.runtime
+        name = f"watch-{xds_api.lower()}"
+        admin, outbound = w.ports.take(), w.ports.take()
+        rt.prepare_pod(name, [admin, outbound])
+        meta = NodeMeta(role="sidecar", service=f"{name}-svc", instance=name, listen_address=rt.listen_host(),
+                        outbound_port=outbound, upstreams=upstreams, trace_service=f"{name}-sidecar")
+        h = rt.start(envoy_c.spec(w.binaries["envoy"], meta, admin_port=admin, xds=_split(w.cp_xds), xds_api=xds_api,
+                                  otlp=_split(w.otlp_grpc), log_level=w.settings.envoy_log_level,
+                                  concurrency=1, host=rt.listen_host()))
+        try:
+            wait_all([h], w.settings.ready_timeout if ready_s is None else ready_s)
+            yield h
+        finally:
+            h.stop()
+            rt.discard(name, [h])
+
     def remove_instance(self, instance: str) -> None:
         """Stop an instance's app (it deregisters itself) and its sidecar, and forget them.
 

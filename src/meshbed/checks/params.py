@@ -77,6 +77,12 @@ class Disc7:
 
 
 @dataclass(frozen=True)
+class Disc8:
+    repeats: int = 3
+    deadline_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class Lb1:
     requests: int = 3000
     concurrency: int = 4
@@ -188,7 +194,7 @@ class Res5:
 
 PARAMS: dict[str, type] = {
     "DISC-1": Disc1, "DISC-2": Disc2, "DISC-3": Disc3, "DISC-4": Disc4, "DISC-5": Disc5, "DISC-6": Disc6,
-    "DISC-7": Disc7, "LB-1": Lb1, "LB-2": Lb2, "LB-3": Lb3, "LB-4": Lb4, "LB-5": Lb5, "LB-6": Lb6,
+    "DISC-7": Disc7, "DISC-8": Disc8, "LB-1": Lb1, "LB-2": Lb2, "LB-3": Lb3, "LB-4": Lb4, "LB-5": Lb5, "LB-6": Lb6,
     "TRACE-1": Trace1, "TRACE-2": Trace2, "TRACE-3": Trace3, "TRACE-4": Trace4, "TRACE-5": Trace5,
     "RES-1": Res1, "RES-2": Res2, "RES-3": Res3, "RES-4": Res4, "RES-5": Res5,
 }

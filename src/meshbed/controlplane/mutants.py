@@ -128,6 +128,17 @@ def _ignore_sampling() -> None:
     resources.listeners = listeners
 
 
+def _no_delta() -> None:
+    from . import ads
+
+    async def unimplemented(self: Any, request_iterator: Any, context: Any) -> Any:
+        import grpc
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "mutant: no delta xDS")
+        yield  # pragma: no cover - an async generator, like the real method
+
+    ads.AdsServicer.DeltaAggregatedResources = unimplemented  # type: ignore[method-assign]
+
+
 MUTANTS: dict[str, Mutant] = {m.name: m for m in [
     Mutant("late-endpoints", "endpoint updates applied 3 s late", ("DISC-1", "DISC-2", "DISC-3"), _late_endpoints),
     Mutant("ignore-critical", "critical health ignored (critical instances stay healthy)", ("DISC-3", "LB-5"),
@@ -141,6 +152,7 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
     Mutant("ignore-lb-policy", "LB policy ignored (always ROUND_ROBIN)", ("LB-2", "LB-4"), _ignore_lb_policy),
     Mutant("no-circuit-breaker", "circuit breaker thresholds missing", ("RES-3",), _no_circuit_breaker),
     Mutant("ignore-sampling", "edge sampling percent ignored (always 100 %)", ("TRACE-5",), _ignore_sampling),
+    Mutant("no-delta", "serves state-of-the-world ADS only (delta streams refused)", ("DISC-8",), _no_delta),
 ]}
 
 

@@ -84,3 +84,14 @@ def slowest_per_envoy(*per_envoy: Mapping[str, float | None], deadline: float) -
         for n, v in times.items():
             out[n] = max(out.get(n, 0.0), deadline if v is None else float(v))
     return out
+
+
+def protocol_figures(times: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, int]]:
+    """DISC-8: p99 per xDS protocol ({"sotw": [...], "delta": [...]}) and the gap between them (s, n)."""
+    from ..stats import summarize
+    s = {k: summarize(v) for k, v in times.items()}
+    out = {f"{k}_convergence_p99": (v.p99, v.n) for k, v in s.items()}
+    if len(s) == 2:
+        a, b = s.values()
+        out["protocol_gap_p99"] = (abs(a.p99 - b.p99), min(a.n, b.n))
+    return out
