@@ -25,7 +25,7 @@ def test_doctor_json_lists_every_component():
     r = run("doctor", "--json")
     data = json.loads(r.stdout)
     names = [c["component"] for c in data["components"]]
-    assert names[:5] == ["envoy", "consul", "jaeger", "toxiproxy", "python"]
+    assert names[:4] == ["envoy", "consul", "jaeger", "toxiproxy"] and "python" in names
     assert r.returncode == (1 if data["problems"] else 0)
 
 

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
-from typing import Any, Sequence
 
-from . import __version__
-from .console import Progress, endpoints_table
-from .errors import ConfigError, MeshbedError
-from .runtime.state import RunState, list_runs, sweep_orphans, sweep_run
-from .settings import Settings
+
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    os.write(2, b"meshbed: interrupted\n")
+    os._exit(130)
+
+
+# Ctrl-C while the command is still importing: one line, not a traceback from the middle of an import.
+# Only as the program itself (never when a test imports this module), and never over an inherited SIG_IGN.
+if (__name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "meshbed") \
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .console import Progress, endpoints_table, error_line  # noqa: E402
+from .errors import ConfigError, MeshbedError  # noqa: E402
+from .runtime.state import FILE_MODE, RUN_ID_RE, RunState, list_runs, sweep_orphans, sweep_run  # noqa: E402
+from .safeio import check_writable_dir, show  # noqa: E402
+from .settings import Settings, check_seconds, parse_float  # noqa: E402
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -24,10 +38,42 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.build(cli=cli)
 
 
+def _check_binary_overrides() -> None:
+    """MESHBED_ENVOY & co. must name a file: a directory is one line here, not a 'chmod +x' hint later."""
+    from .provision.binaries import COMPONENTS
+    from .provision.versions import GO_BINARIES
+    for name in COMPONENTS:
+        var = "MESHBED_ENVOY" if name == "envoy" else GO_BINARIES[name].env_var
+        value = os.environ.get(var)
+        if not value:
+            continue
+        p = Path(value)
+        if p.is_dir():
+            raise ConfigError(f"{var}={show(value)} is a directory; point it at the {name} binary itself",
+                              hint=f"unset {var} to use meshbed's own {name}")
+        if p.is_file() and not os.access(p, os.X_OK):
+            raise ConfigError(f"{var}={show(value)} is not executable", hint=f"chmod +x {show(value)}")
+
+
+def _preflight_paths(settings: Settings) -> None:
+    """Before anything starts: the binaries given by environment, and a usable state directory."""
+    _check_binary_overrides()
+    check_writable_dir(settings.runs_dir, "state directory")
+
+
+def _open_private(path: Path) -> Any:
+    """Append to a log of the run directory, created 0600 (the run directory itself is 0700)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE), "ab")
+
+
 def _sigterm_as_interrupt() -> None:
+    """SIGTERM and SIGINT unwind the mesh (KeyboardInterrupt) once; further ones cannot cut the teardown short."""
     def handler(signum: int, frame: Any) -> None:
+        _quiet_interrupts()
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, handler)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # started with Ctrl-C ignored (`cmd &`): keep it so
+        signal.signal(signal.SIGINT, handler)
 
 
 # -- provision / doctor ------------------------------------------------------
@@ -87,6 +133,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from .topology import load
     topology = load(settings.topology)  # validate before anything starts
+    _preflight_paths(settings)
     if args.detach:
         from .runtime import runtime_factory
         runtime_factory(settings.runtime).preflight()  # before a supervisor and run dir exist
@@ -103,16 +150,33 @@ def cmd_up(args: argparse.Namespace) -> int:
             while True:
                 signal.pause()
     except KeyboardInterrupt:
-        progress("torn down" if ready else "interrupted during start-up; torn down")
-        return 0 if ready else 130
+        _quiet_interrupts()  # the teardown has run; a second Ctrl-C must not print a traceback
+        if ready:
+            progress("torn down")
+            return 0
+        print("meshbed up: interrupted during start-up; everything it started is torn down", file=sys.stderr, flush=True)
+        _exit_now(130)
     return 0
+
+
+def _quiet_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without joining worker threads still polling a component that is gone (they would hold the exit up
+    to the ready timeout, and a Ctrl-C meanwhile prints a traceback from interpreter shutdown)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _up_detached(args: argparse.Namespace, settings: Settings) -> int:
     progress = Progress()
     sweep_orphans(settings.runs_dir)
     state = RunState.create(settings.runs_dir, settings.runtime, str(settings.topology), detached=True)
-    log = open(state.run_dir / "supervisor.log", "ab")
+    log = _open_private(state.run_dir / "supervisor.log")
     argv = [sys.executable, "-m", "meshbed.cli", "_supervise", "--run-dir", str(state.run_dir),
             "-f", str(settings.topology), "--runtime", settings.runtime,
             "--ready-timeout", str(settings.ready_timeout)]
@@ -125,6 +189,7 @@ def _up_detached(args: argparse.Namespace, settings: Settings) -> int:
     from .runtime import procutil
     state.update(lambda d: d.__setitem__("supervisor", {"pid": proc.pid, "start": procutil.start_time(proc.pid)}))
     progress_file = state.run_dir / "progress.log"
+    _sigterm_as_interrupt()
     seen = 0
     deadline = time.monotonic() + settings.ready_timeout * 3
     try:
@@ -151,6 +216,7 @@ def _up_detached(args: argparse.Namespace, settings: Settings) -> int:
             time.sleep(0.1)
     except KeyboardInterrupt:
         _stop_run(RunState.load(state.run_dir), progress)
+        print("meshbed up: interrupted during start-up; the detached run is torn down", file=sys.stderr, flush=True)
         return 130
 
 
@@ -164,7 +230,8 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     me = os.getpid()
     state.update(lambda d: d.__setitem__("supervisor", {"pid": me, "start": procutil.start_time(me)}))
     progress_path = state.run_dir / "progress.log"
-    plog = Progress(stream=open(progress_path, "a", buffering=1))
+    plog = Progress(stream=open(os.open(progress_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE),
+                                "a", buffering=1))
     _sigterm_as_interrupt()
     try:
         with bring_up(load(settings.topology), settings, plog, state=state) as mesh:
@@ -200,18 +267,31 @@ def _stop_run(st: RunState, progress: Progress, grace: float = 30.0) -> list[str
     return leftovers
 
 
-def _active_runs(settings: Settings, run_id: str | None) -> list[RunState]:
-    runs = [r for r in list_runs(settings.runs_dir) if r.data.get("status") != "down"]
+def _active_runs(settings: Settings, run_id: str | None, problems: list[str] | None = None) -> list[RunState]:
+    """Active runs (or the one asked for); a corrupt run.json is added to ``problems`` (or raised, for --run)."""
     if run_id:
-        runs = [r for r in runs if r.run_id == run_id]
-        if not runs:
-            raise ConfigError(f"no active run {run_id!r}", hint="`meshbed status` lists active runs")
-    return runs
+        if not RUN_ID_RE.match(run_id):
+            raise ConfigError(f"{show(run_id)!r} is not a run id", hint="`meshbed status` lists active runs")
+        run_dir = settings.runs_dir / run_id
+        if not (run_dir / "run.json").exists():
+            raise ConfigError(f"no active run {run_id!r} in {show(settings.runs_dir)}",
+                              hint="`meshbed status` lists active runs")
+        r = RunState.load(run_dir)  # a corrupt run.json: one line naming the field
+        if r.data.get("status") == "down":
+            raise ConfigError(f"no active run {run_id!r} (it is down)", hint="`meshbed status` lists active runs")
+        return [r]
+    return [r for r in list_runs(settings.runs_dir, problems) if r.data.get("status") != "down"]
+
+
+def _corrupt_runs_error(problems: list[str]) -> ConfigError:
+    more = f" (and {len(problems) - 1} more corrupt runs)" if len(problems) > 1 else ""
+    return ConfigError(problems[0] + more)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    runs = _active_runs(settings, args.run)
+    problems: list[str] = []
+    runs = _active_runs(settings, args.run, problems)
     out = []
     for r in runs:
         live = r.live_processes()
@@ -221,44 +301,57 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "endpoints": r.data.get("endpoints") or {}})
     if args.json:
         print(json.dumps(out if args.run is None else out[0], indent=2))
-        return 0
-    if not out:
+    elif not out:
         print("no active meshbed run")
-        return 0
-    for r in out:
+    for r in out if not args.json else []:
         alive = sum(1 for p in r["processes"].values() if p["alive"])
         print(f"run {r['run_id']}: {r['status']}, supervisor {'alive' if r['supervisor_alive'] else 'DEAD'}, "
               f"{alive}/{len(r['processes'])} processes alive")
         if r["endpoints"]:
             print(endpoints_table(r["endpoints"]))
+    if problems:  # the usable runs are listed above; a corrupt run.json is an error of its own
+        raise _corrupt_runs_error(problems)
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     settings = _settings(args)
     progress = Progress()
-    runs = _active_runs(settings, args.run)
-    if not args.run:
+    if args.run and args.all:
+        raise ConfigError("--run and --all exclude each other", hint="`meshbed down --run ID` or `meshbed down --all`")
+    problems: list[str] = []
+    runs = _active_runs(settings, args.run, problems)
+    owned: list[RunState] = []
+    if not args.run and not args.all:
         # by default: detached meshes, and runs whose owner died; never a mesh
         # that a live pytest session or foreground `meshbed up` still owns
         owned = [r for r in runs if not r.data.get("detached") and r.supervisor_alive()]
         for r in owned:
             progress(f"run {r.run_id}: owned by live process {r.data['supervisor']['pid']}; "
-                     f"leaving it (stop that process, or `meshbed down --run {r.run_id}`)")
+                     f"leaving it (stop that process, `meshbed down --run {r.run_id}` or `meshbed down --all`)")
         runs = [r for r in runs if r not in owned]
-    if not runs:
-        progress("no detached meshbed run")
-        return 0
+    stopped = []
     for r in runs:
         progress(f"run {r.run_id}: stopping")
         _stop_run(r, progress)
         progress(f"run {r.run_id}: down")
+        stopped.append(r.run_id)
+    what = "every active run" if args.all else "detached and orphaned runs"
+    if stopped:
+        progress(f"meshbed down: stopped {len(stopped)} run(s) ({what}): {', '.join(stopped)}")
+    else:
+        progress("no detached meshbed run" if not args.all else "no active meshbed run")
+    if owned:
+        progress(f"meshbed down: left {len(owned)} run(s) owned by live processes; `meshbed down --all` stops them too")
+    if problems:
+        raise _corrupt_runs_error(problems)
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_convergence, bench_startup
     settings = _settings(args)
+    _preflight_paths(settings)
     progress = Progress()
     if args.what == "startup":
         out = bench_startup(settings, args.n, progress)
@@ -275,20 +368,73 @@ def cmd_run(args: argparse.Namespace) -> int:
     extra = list(args.pytest_args or [])
     if extra[:1] == ["--"]:
         extra = extra[1:]
+    # the paths first: a bad --out or state dir is one line before pytest (or anything) starts
+    cli = {"runtime": args.runtime, "topology": args.topology, "profile": args.profile, "out_dir": args.out,
+           "state_dir": args.state_dir, "ready_timeout": args.ready_timeout, "controlplane": args.controlplane}
+    settings = Settings.build(cli=cli)
+    check_writable_dir(Path(settings.out_dir), "report directory (--out)")
+    _preflight_paths(settings)
     opts = RunOptions(topology=args.topology, profile=args.profile, runtime=args.runtime, markers=args.markers,
                       keyword=args.keyword, out_dir=args.out, state_dir=args.state_dir, ready_timeout=args.ready_timeout,
                       controlplane=args.controlplane, suites=args.suites, pytest_args=extra)
+    from .compare import compare, split_names
+    names = split_names(args.controlplane or "")
+    if len(names) > 1:  # builtin,go: the catalog once per control plane, one comparison report
+        return compare(names, opts)
     return run(opts)
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from .controlplane.mutants import MUTANTS
+    from .selftest import CI_MUTANTS, run_selftest
+    if args.mutants:
+        mutants = [m.strip() for m in args.mutants.split(",") if m.strip()]
+    else:
+        mutants = list(CI_MUTANTS) if args.tier == "ci" else list(MUTANTS)
+    base = {"topology": args.topology, "profile": args.profile, "runtime": args.runtime,
+            "state_dir": args.state_dir, "ready_timeout": args.ready_timeout}
+    return run_selftest(mutants, Path(args.out), full=args.full,
+                        control_markers="quick" if args.tier == "ci" else None, control=not args.no_control,
+                        base=base)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .run import render
+    if args.output is not None and (args.output.endswith(os.sep) or Path(args.output).is_dir()):
+        raise ConfigError(f"{show(args.output)}: -o is a directory; give the HTML file to write, e.g. "
+                          f"{show(Path(args.output) / 'conformance.html')}")
     out = render(args.json_file, args.output)
     print(f"meshbed report: {out}")
     return 0
 
 
 # -- entry point -------------------------------------------------------------
+
+def _seconds(text: str) -> float:
+    """--ready-timeout: a finite number of seconds > 0 (NaN would pass a `<= 0` check and disable every deadline)."""
+    try:
+        return check_seconds("seconds", parse_float("seconds", text))
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_FLAG_NAMES = {"topology": "-f", "json_file": "FILE.json", "output": "-o", "keyword": "-k", "markers": "-m"}
+
+
+def _refuse_empty_values(args: argparse.Namespace) -> None:
+    """An empty option value is a mistake (an unset shell variable), never 'use the default'."""
+    for dest, value in vars(args).items():
+        if isinstance(value, str) and not value.strip():
+            flag = _FLAG_NAMES.get(dest, "--" + dest.replace("_", "-"))
+            raise ConfigError(f"{flag}: empty value", hint="leave the option out to use its default")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage itself is one `--help` away)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, error_line(f"{self.prog}: error: {message} (see `{self.prog} --help`)") + "\n")
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -301,7 +447,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="meshbed", description="A testbed and conformance suite for Envoy service meshes.")
+    p = _Parser(prog="meshbed", description="A testbed and conformance suite for Envoy service meshes.")
     p.add_argument("--version", action="version", version=f"meshbed {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -322,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runtime", help="process (default) or docker")
     sp.add_argument("--detach", action="store_true", help="return once ready; `meshbed down` tears it down")
     sp.add_argument("--json", action="store_true", help="print the endpoints as one JSON object")
-    sp.add_argument("--ready-timeout", type=float, help="seconds to wait for each start-up phase (default 90)")
+    sp.add_argument("--ready-timeout", type=_seconds, help="seconds to wait for each start-up phase (default 90)")
     sp.add_argument("--controlplane", help="'reference' (default) or a command template for your control plane, "
                                            "with {xds_host} {xds_port} {consul_url} (and optionally {http_port}) placeholders")
     common(sp)
@@ -332,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--run-dir", required=True)
     sp.add_argument("-f", dest="topology")
     sp.add_argument("--runtime")
-    sp.add_argument("--ready-timeout", type=float)
+    sp.add_argument("--ready-timeout", type=_seconds)
     sp.add_argument("--controlplane")
     common(sp)
     sp.set_defaults(fn=cmd_supervise)
@@ -353,12 +499,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-m", dest="markers", metavar="MARKERS", help="pytest marker expression, e.g. 'quick' or 'discovery and not slow'")
     sp.add_argument("-k", dest="keyword", metavar="EXPR", help="pytest -k expression")
     sp.add_argument("--out", metavar="DIR", help="report directory (default reports/)")
-    sp.add_argument("--ready-timeout", type=float, help="seconds to wait for each start-up phase (default 90)")
-    sp.add_argument("--controlplane", help="'reference' (default) or a command template for your control plane, with {xds_host} {xds_port} {consul_url} (and optionally {http_port}) placeholders")
+    sp.add_argument("--ready-timeout", type=_seconds, help="seconds to wait for each start-up phase (default 90)")
+    sp.add_argument("--controlplane", help="builtin (default), go, a command template for your control plane with {xds_host} {xds_port} {consul_url} (and optionally {http_port}) placeholders, or a comma-separated list of names to compare side by side")
     sp.add_argument("--suites", metavar="DIR", help="suites directory (default: suites/ of the meshbed checkout)")
     sp.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
     common(sp)
     sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("selftest", help="prove the suite can fail: run it against planted control-plane bugs")
+    sp.add_argument("--mutants", help="comma-separated mutant names (default: all; see --list)")
+    sp.add_argument("--tier", choices=["full", "ci"], default="full",
+                    help="ci: two mutants and the quick tier as control (a few minutes)")
+    sp.add_argument("--full", action="store_true", help="run the whole catalog per mutant, not just its targets")
+    sp.add_argument("--no-control", action="store_true", help="skip the unmodified control run")
+    sp.add_argument("--out", default="reports/selftest", metavar="DIR", help="where the kill matrix goes")
+    sp.add_argument("-f", "--file", dest="topology", help="topology YAML (default examples/basic.yaml)")
+    sp.add_argument("--profile", help="conformance profile YAML")
+    sp.add_argument("--runtime", help="process (default) or docker")
+    sp.add_argument("--ready-timeout", type=_seconds, help="seconds to wait for each start-up phase (default 90)")
+    common(sp)
+    sp.set_defaults(fn=cmd_selftest)
 
     sp = sub.add_parser("report", help="re-render the HTML report from a results JSON")
     sp.add_argument("json_file", metavar="FILE.json", help="results JSON (e.g. reports/conformance.json)")
@@ -371,31 +531,42 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(fn=cmd_status)
 
-    sp = sub.add_parser("down", help="tear down detached meshes and orphaned runs (or one run with --run)")
+    sp = sub.add_parser("down", help="tear down detached meshes and orphaned runs (or one run with --run, "
+                                     "or every active run with --all)")
     sp.add_argument("--run", help="one run id")
+    sp.add_argument("--all", action="store_true",
+                    help="every active run, also those a live `meshbed up` or pytest session owns")
     common(sp)
     sp.set_defaults(fn=cmd_down)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, the handlers below say it
     try:
+        args = build_parser().parse_args(argv)
+        _refuse_empty_values(args)
         return int(args.fn(args) or 0)
     except ConfigError as exc:
-        print(f"meshbed: error: {exc}", file=sys.stderr)
+        print(error_line(f"meshbed: error: {exc}"), file=sys.stderr)
         return 2
     except MeshbedError as exc:
-        print(f"meshbed: error: {exc}", file=sys.stderr)
+        print(error_line(f"meshbed: error: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("meshbed: interrupted", file=sys.stderr)
+        _quiet_interrupts()
+        print("meshbed: interrupted", file=sys.stderr, flush=True)
         return 130
+    except BrokenPipeError:  # `meshbed status | head -1`: the reader is gone, which is no error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        return 128 + signal.SIGPIPE
     except Exception as exc:  # noqa: BLE001 - people get one line; MESHBED_DEBUG=1 gets the traceback
         if os.environ.get("MESHBED_DEBUG"):
             raise
-        print(f"meshbed: internal error: {type(exc).__name__}: {exc} (rerun with MESHBED_DEBUG=1 for the "
-              "traceback, and please report it)", file=sys.stderr)
+        print(error_line(f"meshbed: internal error: {type(exc).__name__}: {exc} (rerun with MESHBED_DEBUG=1 for "
+                         "the traceback, and please report it)"), file=sys.stderr)
         return 70
 
 

@@ -20,6 +20,13 @@ class Progress:
             print(f"[{time.monotonic() - self.start:6.1f}s] {msg}", file=self.stream, flush=True)
 
 
+def error_line(text: str, limit: int = 2000) -> str:
+    """An error message as exactly one line: control characters escaped (a path may hold a newline), length capped."""
+    from .safeio import one_line
+    line = one_line(text)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def endpoints_table(ep: dict[str, Any]) -> str:
     rows = [
         ("run", f"{ep['run_id']}  ({ep['runtime']}, topology {ep['topology']})"),

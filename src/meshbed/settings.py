@@ -6,12 +6,43 @@ the environment at import time; the object is passed explicitly.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+
+
+MAX_READY_TIMEOUT = 24 * 3600.0  # a day: beyond it a "deadline" is no deadline
+MAX_ENVOY_CONCURRENCY = 256
+
+
+def check_seconds(name: str, value: float, maximum: float = MAX_READY_TIMEOUT) -> float:
+    """A duration setting: a finite number of seconds in (0, maximum]; ConfigError (one line) otherwise.
+
+    NaN compares false with everything, so ``value <= 0`` alone lets it through
+    and it then disables every deadline: it is refused by name.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}: must be a number of seconds, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}: must be a finite number of seconds, got {value!r}")
+    if not 0 < value <= maximum:
+        raise ConfigError(f"{name}: must be > 0 and <= {maximum:g} seconds, got {value:g}")
+    return float(value)
+
+
+def parse_float(name: str, value: Any) -> float:
+    """A float from a CLI flag, an environment variable or an ini value; non-finite values are refused."""
+    try:
+        v = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name}: {value!r} is not a number") from None
+    if not math.isfinite(v):
+        raise ConfigError(f"{name}: {value!r} is not a finite number")
+    return v
 
 
 def _default_cache() -> Path:
@@ -37,10 +68,11 @@ class Settings:
     def __post_init__(self) -> None:
         if not str(self.controlplane).strip():
             raise ConfigError("controlplane: empty; use 'reference' or a command template with {xds_port}")
-        if self.ready_timeout <= 0:
-            raise ConfigError(f"ready_timeout must be > 0 seconds, got {self.ready_timeout}")
-        if self.envoy_concurrency < 1:
-            raise ConfigError(f"envoy_concurrency must be >= 1, got {self.envoy_concurrency}")
+        check_seconds("ready_timeout", self.ready_timeout)
+        if isinstance(self.envoy_concurrency, bool) or not isinstance(self.envoy_concurrency, int) \
+                or not 1 <= self.envoy_concurrency <= MAX_ENVOY_CONCURRENCY:
+            raise ConfigError(f"envoy_concurrency must be an integer in 1..{MAX_ENVOY_CONCURRENCY}, "
+                              f"got {self.envoy_concurrency!r}")
 
     @property
     def runs_dir(self) -> Path:
@@ -55,26 +87,39 @@ class Settings:
     ) -> "Settings":
         """Merge the sources; a value of None in a source means 'not given'."""
         env = os.environ if env is None else env
-        merged: dict[str, Any] = {}
+        merged: dict[str, tuple[Any, str]] = {}
         names = [f.name for f in fields(cls)]
-        for source in (ini or {}, {n: env.get(f"MESHBED_{n.upper()}") for n in names}, cli or {}):
+        sources = (
+            ("ini meshbed_{}", ini or {}),
+            ("MESHBED_{}", {n: env.get(f"MESHBED_{n.upper()}") for n in names}),
+            ("--{}", cli or {}),
+        )
+        for label, source in sources:
             for k, v in source.items():
                 if k in names and v not in (None, ""):
-                    merged[k] = v
+                    name = k.upper() if label.startswith("MESHBED") else k if label.startswith("ini") else k.replace("_", "-")
+                    merged[k] = (v, label.format(name))
         out: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in merged:
                 continue
-            v = merged[f.name]
+            v, where = merged[f.name]
+            what = f"setting {f.name} (from {where})"
             try:
                 if f.type in ("Path",):
+                    if "\0" in str(v):
+                        raise ValueError("NUL in a path")
                     out[f.name] = Path(v)
                 elif f.type == "float":
-                    out[f.name] = float(v)
+                    out[f.name] = parse_float(what, v)
+                    if f.name == "ready_timeout":
+                        check_seconds(what, out[f.name])
                 elif f.type == "int":
-                    out[f.name] = int(v)
+                    if isinstance(v, (float, bool)):
+                        raise ValueError(v)
+                    out[f.name] = int(v.strip() if isinstance(v, str) else v)
                 else:
                     out[f.name] = str(v)
-            except (TypeError, ValueError):
-                raise ConfigError(f"setting {f.name}: {v!r} is not a valid {f.type}") from None
+            except (TypeError, ValueError, OverflowError):
+                raise ConfigError(f"{what}: {v!r} is not a valid {f.type}") from None
         return cls(**out)

@@ -6,17 +6,19 @@ and the problem — never a traceback.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
 from .policy import LB_POLICIES, MeshPolicy, ServicePolicy
+from .safeio import MAX_CONFIG_BYTES, load_yaml, one_line
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+ZONE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+PREFIX_RE = re.compile(r"^/[\x21-\x7e]{0,255}$")
 LINKS = ("upstream", "control_plane", "tracing", "consul")
 
 
@@ -68,6 +70,47 @@ class Topology:
         return out
 
 
+# What one instance costs: an Envoy sidecar (~65 MB resident, measured with
+# Envoy 1.40) and a sample-service process (~40 MB), plus the start-up CPU of
+# both. The cap keeps a topology within what this machine can actually run,
+# instead of a start-up that swaps or times out half-way.
+INSTANCE_MB = 150
+INSTANCES_PER_CPU = 16
+INSTANCES_FLOOR = 8  # even a small machine runs the examples (basic.yaml: 5)
+INSTANCES_CEILING = 256  # beyond this the process runtime's port and fd budget is the limit
+
+
+def _mem_total_mb() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def instance_limit() -> tuple[int, str]:
+    """(total instances this machine can run, why): from its CPUs and memory."""
+    cpus, mem = _cpus(), _mem_total_mb()
+    limits = [INSTANCES_CEILING, cpus * INSTANCES_PER_CPU]
+    if mem:
+        limits.append(mem // INSTANCE_MB)
+    limit = max(INSTANCES_FLOOR, min(limits))
+    mem_text = f"{mem / 1024:.1f} GB RAM" if mem else "unknown RAM"
+    why = (f"this machine's limit for {cpus} CPUs and {mem_text}: each instance is an Envoy sidecar and a "
+           f"sample-service process (~{INSTANCE_MB} MB, {INSTANCES_PER_CPU} per CPU; at most {INSTANCES_CEILING})")
+    return limit, why
+
+
 class _Path:
     """Builds 'services.backend.replicas' style field paths for errors."""
 
@@ -75,7 +118,18 @@ class _Path:
         self.source = source
 
     def fail(self, where: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {where}: {problem}")
+        return ConfigError(one_line(f"{self.source}: {where}: {problem}"))
+
+
+def _opt(d: dict[str, Any], key: str, default: Any) -> Any:
+    """An optional field: absent or null means the default; anything else is checked as given."""
+    v = d.get(key)
+    return default if v is None else v
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
 def _mapping(p: _Path, v: Any, where: str) -> dict[str, Any]:
@@ -93,18 +147,36 @@ def _check_keys(p: _Path, d: dict[str, Any], where: str, allowed: set[str]) -> N
 
 def _int(p: _Path, v: Any, where: str, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise p.fail(where, f"must be an integer in {lo}..{hi}, got {v!r}")
+        raise p.fail(where, f"must be an integer in {lo}..{hi}, got {_short(v)}")
     return v
 
 
 def _name(p: _Path, v: Any, where: str) -> str:
     if not isinstance(v, str) or not NAME_RE.match(v):
-        raise p.fail(where, f"{v!r} is not a valid name (lowercase letters, digits, '-', starting with a letter, <= 31 chars)")
+        raise p.fail(where, f"{_short(v)} is not a valid name (lowercase letters, digits, '-', starting with a letter, <= 31 chars)")
     return v
 
 
-def parse(data: Any, source: str = "<dict>") -> Topology:
-    """Validate a topology document (already loaded from YAML)."""
+def _check_instance_total(p: _Path, raw_services: dict[Any, Any], max_instances: int | None) -> None:
+    """Refuse a topology bigger than this machine can run, before validating it field by field."""
+    total = 0
+    for s in raw_services.values():
+        r = s.get("replicas", 1) if isinstance(s, dict) else 1
+        total += r if isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= 32 else 1
+    limit, why = instance_limit()
+    if max_instances is not None:
+        limit, why = max_instances, "the limit given"
+    if total > limit:
+        raise p.fail("services", f"{len(raw_services)} services with {total} instances in all (services x replicas), "
+                                 f"over {limit} ({why}); use fewer services or replicas")
+
+
+def parse(data: Any, source: str = "<dict>", *, max_instances: int | None = None) -> Topology:
+    """Validate a topology document (already loaded from YAML).
+
+    ``max_instances`` caps services x replicas; by default it is what this
+    machine can run (see ``instance_limit``).
+    """
     p = _Path(source)
     if data is None:
         raise p.fail("(top)", "the file is empty")
@@ -115,9 +187,10 @@ def parse(data: Any, source: str = "<dict>") -> Topology:
     else:  # no name: derive a valid one from the file name
         stem = re.sub(r"[^a-z0-9-]+", "-", Path(source).stem.lower()).strip("-") if source != "<dict>" else "mesh"
         name = stem[:31] if NAME_RE.match(stem[:31] or "-") else "mesh"
-    raw_services = _mapping(p, d.get("services"), "services") if "services" in d else None
+    raw_services = _mapping(p, d["services"], "services") if d.get("services") is not None else None
     if not raw_services:
         raise p.fail("services", "at least one service is required")
+    _check_instance_total(p, raw_services, max_instances)
     services: dict[str, ServiceSpec] = {}
     for sname, sraw in raw_services.items():
         where = f"services.{sname}"
@@ -127,14 +200,18 @@ def parse(data: Any, source: str = "<dict>") -> Topology:
         s = _mapping(p, sraw if sraw is not None else {}, where)
         _check_keys(p, s, where, {"replicas", "calls", "policy", "instances"})
         replicas = _int(p, s.get("replicas", 1), f"{where}.replicas", 1, 32)
-        calls = s.get("calls", []) or []
+        calls = _opt(s, "calls", [])
         if not isinstance(calls, list) or not all(isinstance(c, str) for c in calls):
             raise p.fail(f"{where}.calls", "must be a list of service names")
+        twice = sorted({c for c in calls if calls.count(c) > 1})
+        if twice:
+            raise p.fail(f"{where}.calls", f"lists {twice[0]!r} more than once")
         try:
-            policy = ServicePolicy.from_json(s.get("policy") or {}, where=f"{where}.policy")
+            policy = ServicePolicy.from_json(_mapping(p, _opt(s, "policy", {}), f"{where}.policy"),
+                                             where=f"{where}.policy")
         except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-        raw_inst = s.get("instances") or []
+            raise ConfigError(one_line(f"{source}: {exc}")) from None
+        raw_inst = _opt(s, "instances", [])
         if not isinstance(raw_inst, list):
             raise p.fail(f"{where}.instances", "must be a list of mappings")
         if raw_inst and len(raw_inst) != replicas:
@@ -146,10 +223,11 @@ def parse(data: Any, source: str = "<dict>") -> Topology:
             _check_keys(p, ir, iw, {"version", "priority", "zone"})
             version = ir.get("version", "v1")
             if not isinstance(version, str) or not re.match(r"^[a-z0-9][a-z0-9.-]{0,15}$", version):
-                raise p.fail(f"{iw}.version", f"{version!r} is not a valid version label")
+                raise p.fail(f"{iw}.version", f"{_short(version)} is not a valid version label")
             zone = ir.get("zone", "zone-a")
-            if not isinstance(zone, str) or not zone:
-                raise p.fail(f"{iw}.zone", f"must be a non-empty string, got {zone!r}")
+            if not isinstance(zone, str) or not ZONE_RE.match(zone):
+                raise p.fail(f"{iw}.zone", f"must be a zone name (letters, digits, '.', '_', '-', <= 63 chars), "
+                                           f"got {_short(zone)}")
             insts.append(InstanceSpec(sname, i, version, _int(p, ir.get("priority", 0), f"{iw}.priority", 0, 5), zone))
         versions = {i.version for i in insts}
         missing = sorted(set(policy.weights) - versions)
@@ -179,26 +257,32 @@ def parse(data: Any, source: str = "<dict>") -> Topology:
             rr = _mapping(p, r, rw)
             _check_keys(p, rr, rw, {"prefix", "service"})
             prefix = rr.get("prefix", "/")
-            if not isinstance(prefix, str) or not prefix.startswith("/"):
-                raise p.fail(f"{rw}.prefix", f"must start with '/', got {prefix!r}")
+            if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
+                raise p.fail(f"{rw}.prefix", f"must be a path starting with '/' (printable, no spaces, <= 256 chars), "
+                                             f"got {_short(prefix)}")
+            if any(r.prefix == prefix for r in routes):
+                raise p.fail(f"{rw}.prefix", f"{prefix!r} is routed twice")
             svc = rr.get("service")
             if not isinstance(svc, str) or svc not in services:
-                raise p.fail(f"{rw}.service", f"unknown service {svc!r}; known: {', '.join(services)}")
+                raise p.fail(f"{rw}.service", f"unknown service {_short(svc)}; known: {', '.join(services)}")
             routes.append(IngressRoute(prefix, svc))
-    chaos = _mapping(p, d.get("chaos") or {}, "chaos")
+    chaos = _mapping(p, _opt(d, "chaos", {}), "chaos")
     _check_keys(p, chaos, "chaos", {"links"})
-    links = chaos.get("links", list(LINKS))
+    links = _opt(chaos, "links", list(LINKS))
     if not isinstance(links, list):
         raise p.fail("chaos.links", f"must be a list drawn from {', '.join(LINKS)}")
     for i, link in enumerate(links):
         if link not in LINKS:
-            raise p.fail(f"chaos.links[{i}]", f"{link!r} is not one of {', '.join(LINKS)}")
-    mesh_raw = _mapping(p, d.get("mesh") or {}, "mesh")
+            raise p.fail(f"chaos.links[{i}]", f"{_short(link)} is not one of {', '.join(LINKS)}")
+    mesh_raw = _mapping(p, _opt(d, "mesh", {}), "mesh")
     _check_keys(p, mesh_raw, "mesh", {"sampling_percent"})
+    sp = mesh_raw.get("sampling_percent")
+    if sp is not None and (isinstance(sp, bool) or not isinstance(sp, (int, float))):
+        raise p.fail("mesh.sampling_percent", f"must be a number in 0..100, got {_short(sp)}")
     try:
         mesh = MeshPolicy.from_json(mesh_raw)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(one_line(f"{source}: {exc}")) from None
     return Topology(name, services, tuple(routes), frozenset(links), mesh, source)
 
 
@@ -219,25 +303,12 @@ def _check_cycles(p: _Path, services: dict[str, ServiceSpec]) -> None:
         visit(n, [])
 
 
-def load(path: str | Path) -> Topology:
-    """Read and validate a topology YAML file."""
+def load(path: str | Path, *, max_instances: int | None = None) -> Topology:
+    """Read and validate a topology YAML file (strictly: see meshbed.safeio)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: topology file not found", hint="pass -f examples/basic.yaml or a file of yours") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read topology file: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file", hint="a topology is YAML text") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: {where}: invalid YAML: {problem}") from None
-    return parse(data, str(path))
+    data = load_yaml(path, "topology file", MAX_CONFIG_BYTES,
+                     missing_hint="pass -f examples/basic.yaml or a file of yours")
+    return parse(data, str(path), max_instances=max_instances)
 
 
-__all__ = ["Topology", "ServiceSpec", "InstanceSpec", "IngressRoute", "load", "parse", "LINKS", "LB_POLICIES"]
+__all__ = ["Topology", "ServiceSpec", "InstanceSpec", "IngressRoute", "load", "parse", "instance_limit", "LINKS", "LB_POLICIES"]

@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError
+from ..safeio import load_yaml
 from . import params as params_mod
 from .catalog import CATALOG
 from .model import Threshold, convert
@@ -87,14 +86,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read(path: Path, what: str) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} not found", hint="pass --profile examples/profiles/default.yaml") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read {what}: {getattr(exc, 'strerror', None) or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    """Strict YAML: duplicate keys, alias bombs, deep nesting, non-finite numbers, huge or odd files refused."""
+    return load_yaml(path, what, missing_hint="omit --profile for the packaged default, or `extends: default`")
 
 
 def resolve_extends(name: str, relative_to: Path) -> Path:

@@ -1,6 +1,6 @@
 """Conformance reports: the results JSON (schema meshbed.conformance/v1) and its HTML rendering.
 
-    doc = load_document("reports/conformance.json")   # ConfigError on a missing/foreign file
+    doc = load_document("reports/conformance.json")   # ConfigError on a missing/foreign/invalid file
     write_html(doc, "reports/conformance.html")        # deterministic for the same document
     problems = validate(doc)                           # [] when the document matches schema.json
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..safeio import MAX_JSON_BYTES, atomic_write, load_json, one_line, show
 from .html import key_figures, render_html
 
 SCHEMA_VERSION = "meshbed.conformance/v1"
@@ -25,35 +26,35 @@ __all__ = ["SCHEMA_VERSION", "SCHEMA_PATH", "load_document", "render_html", "wri
 
 
 def load_document(path: str | Path) -> dict[str, Any]:
+    """A results document, checked against schema.json; one ConfigError line for anything else.
+
+    The file must be a regular file of at most 256 MB, strict JSON (no duplicate
+    keys; NaN is allowed, it is how an unmeasured figure is written), carry the
+    schema tag, and match the schema: a document with only the tag is refused
+    naming the first missing field.
+    """
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: results file not found", hint="`meshbed run` writes reports/conformance.json") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not JSON: {exc}") from None
+    doc = load_json(path, "results file", MAX_JSON_BYTES, allow_nonfinite=True,
+                    missing_hint="`meshbed run` writes reports/conformance.json")
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_VERSION:
         found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-        raise ConfigError(f"{path}: not a meshbed results document (schema {found!r}, expected {SCHEMA_VERSION!r})")
+        raise ConfigError(one_line(f"{show(path)}: not a meshbed results document "
+                                   f"(schema {str(found)[:60]!r}, expected {SCHEMA_VERSION!r})"))
+    problems = validate(doc)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise ConfigError(one_line(f"{show(path)}: not a valid {SCHEMA_VERSION} document: {problems[0][:200]}{more}"),
+                          hint="re-create it with `meshbed run`")
     return doc
 
 
 def write_html(doc: dict[str, Any], out: str | Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(render_html(doc), encoding="utf-8")
-    tmp.replace(out)
-    return out
+    """Render and write the page atomically (never a half-written page, never a stray temp file)."""
+    return atomic_write(out, render_html(doc), what="HTML report")
 
 
 def write_json(doc: dict[str, Any], out: str | Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
-    tmp.replace(out)
-    return out
+    return atomic_write(out, json.dumps(doc, indent=1, default=str), what="results JSON")
 
 
 @lru_cache(maxsize=1)

@@ -3,21 +3,101 @@
 The state file records every process the run started (PID + start time), so
 `meshbed down` and the next `meshbed up` can sweep a run whose supervisor
 was killed outright.
+
+Private by default: the runs directory and every run directory are created
+0700 (configs and logs name ports and admin endpoints), run.json is written
+0600. A run.json is checked field by field when loaded: a corrupt one is one
+ConfigError line, never a crash of `status` or `down`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import ConfigError
+from ..safeio import atomic_write, load_json, one_line, show
 from . import procutil
 
 STATE_FILE = "run.json"
+STATE_MAX_BYTES = 16 << 20
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+PID_MAX = 1 << 22  # the kernel's ceiling for pid_max
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_STATE_HINT = "set --state-dir (or MESHBED_STATE_DIR) to a writable directory"
+
+
+def make_private_dirs(path: Path, what: str = "state directory") -> Path:
+    """Create ``path`` and any missing parents with mode 0700; one ConfigError line when it cannot be."""
+    missing = []
+    p = path
+    try:
+        while not p.exists():
+            if p.is_symlink():
+                raise ConfigError(f"{show(path)}: cannot create the {what}: {show(p)} is a dangling symlink",
+                                  hint=_STATE_HINT)
+            missing.append(p)
+            p = p.parent
+        if not p.is_dir():
+            raise ConfigError(f"{show(path)}: cannot create the {what}: {show(p)} is a file, not a directory",
+                              hint=_STATE_HINT)
+        for d in reversed(missing):
+            d.mkdir(mode=DIR_MODE)
+            os.chmod(d, DIR_MODE)  # the umask may have taken bits away; never added any
+    except FileExistsError:  # created by someone else meanwhile: fine when it is a directory
+        if not path.is_dir():
+            raise ConfigError(f"{show(path)}: cannot create the {what}: it exists and is not a directory",
+                              hint=_STATE_HINT) from None
+    except OSError as exc:
+        raise ConfigError(f"{show(path)}: cannot create the {what}: {exc.strerror or exc}", hint=_STATE_HINT) from None
+    return path
+
+
+def _pid_entry(v: Any, where: str) -> str | None:
+    if not isinstance(v, dict):
+        return f"{where}: expected a mapping with pid and start, got {type(v).__name__}"
+    pid = v.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 1 <= pid < PID_MAX:
+        return f"{where}.pid: expected a process id (1..{PID_MAX - 1}), got {one_line(repr(pid))[:40]}"
+    start = v.get("start")
+    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+        return f"{where}.start: expected a start time (a non-negative integer) or null, got {one_line(repr(start))[:40]}"
+    return None
+
+
+def state_problem(data: Any) -> str | None:
+    """What is wrong with a run.json document (None when it can be used)."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    rid = data.get("run_id")
+    if not isinstance(rid, str) or not RUN_ID_RE.match(rid):
+        return f"run_id: expected a run id, got {one_line(repr(rid))[:40]}"
+    for key, types, name in (("status", str, "a string"), ("runtime", str, "a string"), ("topology", str, "a string"),
+                             ("error", str, "a string"), ("detached", bool, "true or false"),
+                             ("created_at", (int, float), "a number"), ("processes", dict, "a mapping"),
+                             ("containers", list, "a list"), ("networks", list, "a list"),
+                             ("endpoints", dict, "a mapping")):
+        if key in data and not isinstance(data[key], types):
+            return f"{key}: expected {name}, got {type(data[key]).__name__}"
+    if data.get("supervisor") is not None:
+        bad = _pid_entry(data["supervisor"], "supervisor")
+        if bad:
+            return bad
+    for name, p in (data.get("processes") or {}).items():
+        bad = _pid_entry(p, f"processes.{one_line(str(name))[:40]}")
+        if bad:
+            return bad
+    for key in ("containers", "networks"):
+        if not all(isinstance(x, str) for x in data.get(key) or []):
+            return f"{key}: expected a list of names"
+    return None
 
 
 def new_run_id() -> str:
@@ -37,7 +117,13 @@ class RunState:
                detached: bool = False) -> "RunState":
         run_id = run_id or new_run_id()
         run_dir = runs_dir / run_id
-        run_dir.mkdir(parents=True, exist_ok=False)
+        make_private_dirs(runs_dir, "state directory")
+        try:
+            run_dir.mkdir(mode=DIR_MODE)
+            os.chmod(run_dir, DIR_MODE)
+        except OSError as exc:
+            raise ConfigError(f"{show(run_dir)}: cannot create the run directory: {exc.strerror or exc}",
+                              hint=_STATE_HINT) from None
         me = os.getpid()
         st = cls(run_dir, {
             "run_id": run_id, "runtime": runtime, "topology": topology, "status": "starting", "detached": detached,
@@ -49,7 +135,14 @@ class RunState:
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunState":
-        return cls(run_dir, json.loads((run_dir / STATE_FILE).read_text()))
+        """The run's state; one ConfigError line when run.json is missing, unreadable or malformed."""
+        path = run_dir / STATE_FILE
+        data = load_json(path, "run state", STATE_MAX_BYTES, max_depth=32)
+        bad = state_problem(data)
+        if bad:
+            raise ConfigError(f"{show(path)}: corrupt run state: {bad}",
+                              hint="check for leftover processes of that run, then remove its directory")
+        return cls(run_dir, data)
 
     @property
     def run_id(self) -> str:
@@ -57,9 +150,8 @@ class RunState:
 
     def save(self) -> None:
         with self._lock:
-            tmp = self.run_dir / (STATE_FILE + ".tmp")
-            tmp.write_text(json.dumps(self.data, indent=2, default=str))
-            tmp.replace(self.run_dir / STATE_FILE)
+            atomic_write(self.run_dir / STATE_FILE, json.dumps(self.data, indent=2, default=str),
+                         what="run state", mode=FILE_MODE)
 
     def update(self, fn: Callable[[dict[str, Any]], None]) -> None:
         with self._lock:
@@ -93,16 +185,28 @@ class RunState:
         return out
 
 
-def list_runs(runs_dir: Path) -> list[RunState]:
-    if not runs_dir.is_dir():
+def list_runs(runs_dir: Path, problems: list[str] | None = None) -> list[RunState]:
+    """Every run with a usable run.json; a corrupt one is skipped, and its one-line reason added to ``problems``."""
+    try:
+        if not runs_dir.is_dir():
+            return []
+        entries = sorted(runs_dir.iterdir())
+    except OSError as exc:
+        if problems is not None:
+            problems.append(f"{show(runs_dir)}: cannot list the state directory: {exc.strerror or exc}")
         return []
     out = []
-    for d in sorted(runs_dir.iterdir()):
-        if (d / STATE_FILE).is_file():
-            try:
-                out.append(RunState.load(d))
-            except (OSError, ValueError):
+    for d in entries:
+        try:
+            if not (d / STATE_FILE).is_file():
                 continue
+            out.append(RunState.load(d))
+        except ConfigError as exc:
+            if problems is not None:
+                problems.append(str(exc))
+        except OSError as exc:
+            if problems is not None:
+                problems.append(f"{show(d)}: {exc.strerror or exc}")
     return out
 
 
