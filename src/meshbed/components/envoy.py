@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import jinja2
 
 from .. import httpc
-from ..errors import ComponentError
 from ..nodemeta import NodeMeta
 from ..observe import envoy_admin
 from ..runtime.base import ComponentSpec, Handle
+from .envoy_templates import templates_dir
 
-
-def templates_dir() -> Path:
-    """envoy/ of a source checkout, else the copy shipped inside the wheel."""
-    here = Path(__file__).resolve()
-    checkout = here.parents[3] / "envoy"
-    if (checkout / "bootstrap.yaml.j2").is_file():
-        return checkout
-    shipped = Path(str(resources.files("meshbed") / "_templates" / "envoy"))
-    if (shipped / "bootstrap.yaml.j2").is_file():
-        return shipped
-    raise ComponentError("Envoy templates not found (envoy/bootstrap.yaml.j2)", hint="reinstall meshbed")
+__all__ = ["render_bootstrap", "spec", "templates_dir"]
 
 
 @lru_cache(maxsize=1)
@@ -34,11 +23,12 @@ def _env() -> jinja2.Environment:
 
 
 def render_bootstrap(meta: NodeMeta, *, admin_host: str, admin_port: int, xds: tuple[str, int],
-                     otlp: tuple[str, int], trace_flush_ms: int = 1000) -> str:
+                     otlp: tuple[str, int], trace_flush_ms: int = 1000, xds_api: str = "GRPC") -> str:
+    """``xds_api``: GRPC (state of the world) or DELTA_GRPC (incremental), as ads_config.api_type."""
     return _env().get_template("bootstrap.yaml.j2").render(
         node_id=meta.instance, node_cluster=meta.service, node_meta=meta.to_struct(),
         admin_host=admin_host, admin_port=admin_port, xds_host=xds[0], xds_port=xds[1],
-        otlp_host=otlp[0], otlp_port=otlp[1], trace_flush_ms=trace_flush_ms,
+        otlp_host=otlp[0], otlp_port=otlp[1], trace_flush_ms=trace_flush_ms, xds_api=xds_api,
     )
 
 
@@ -52,9 +42,10 @@ def _ready(h: Handle) -> object:
 
 
 def spec(binary: Path, meta: NodeMeta, *, admin_port: int, xds: tuple[str, int], otlp: tuple[str, int],
-         log_level: str = "warning", concurrency: int = 1, host: str = "127.0.0.1") -> ComponentSpec:
+         log_level: str = "warning", concurrency: int = 1, host: str = "127.0.0.1",
+         xds_api: str = "GRPC") -> ComponentSpec:
     name = "envoy-ingress" if meta.role == "ingress" else f"envoy-{meta.instance}"
-    bootstrap = render_bootstrap(meta, admin_host=host, admin_port=admin_port, xds=xds, otlp=otlp)
+    bootstrap = render_bootstrap(meta, admin_host=host, admin_port=admin_port, xds=xds, otlp=otlp, xds_api=xds_api)
     ports = {"admin": admin_port}
     if meta.inbound_port:
         ports["inbound"] = meta.inbound_port
