@@ -110,7 +110,8 @@ def test_disc2_deregister_under_load(mesh, check, load):
                 samples += conv
                 late_from = t0 + max(conv) + 1.0
                 late_until = late_from + late_window_s
-                time.sleep(max(0.0, late_until - time.time()))
+                # stay deregistered 1 s past the window: a slow request started inside it must not meet the re-registration
+                time.sleep(max(0.0, late_until + 1.0 - time.time()))
                 acks += list(convergence.cp_ack_times(mesh.cp_debug_url, t0, "EDS").values())
             finally:
                 mesh.control(inst, "/meshbed/register")

@@ -232,3 +232,35 @@ def test_screenshot(page, tmp_path):
     shot = page.send("Page.captureScreenshot", {"format": "png"})
     png = base64.b64decode(shot["data"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    """The comparison page for two control planes whose verdicts differ on one check."""
+    from meshbed.compare import build, render_html
+    tmp = tmp_path_factory.mktemp("compare")
+    a = json.loads((DATA / "conformance-rich.json").read_text())
+    b = json.loads((DATA / "conformance-rich.json").read_text())
+    b["checks"][0]["verdict"] = "fail" if a["checks"][0]["verdict"] != "fail" else "pass"
+    a.setdefault("environment", {})["controlplane_usage"] = {"cpu_s": 12.5, "peak_rss_mb": 80.0}
+    page_path = tmp / "comparison.html"
+    page_path.write_text(render_html(build({"builtin": a, "go": b})))
+    br = Browser(tmp / "profile")
+    try:
+        br.open(page_path.as_uri())
+        yield br
+    finally:
+        br.close()
+
+
+def test_comparison_matrix_reads_at_a_glance(comparison):
+    assert comparison.problems() == []
+    heads = comparison.eval("[...document.querySelectorAll('#matrix tr:first-child th')].map(t => t.textContent)")
+    assert heads[-2:] == ["builtin", "go"]
+    differing = comparison.eval("document.querySelectorAll('#matrix tr.differs').length")
+    assert differing == 1
+    # the differing row is highlighted: its header cell has a background other than white
+    bg = comparison.eval("getComputedStyle(document.querySelector('#matrix tr.differs th')).backgroundColor")
+    assert bg not in ("rgba(0, 0, 0, 0)", "rgb(255, 255, 255)")
+    shot = comparison.send("Page.captureScreenshot", {"format": "png"})
+    assert base64.b64decode(shot["data"])[:8] == b"\x89PNG\r\n\x1a\n"

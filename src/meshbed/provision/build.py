@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ComponentError
-from .binaries import cached_path, find_binary
+from . import gocp
+from .binaries import cache_dir, cached_path, find_binary
 from .versions import GO_BINARIES
 
 Progress = Callable[[str], None]
@@ -77,8 +78,37 @@ def build(name: str, progress: Progress = lambda s: None, force: bool = False) -
     return out
 
 
+def go_controlplane_binary(progress: Progress = lambda s: None, rebuild: bool = False) -> Path:
+    """Path of the Go control plane (controlplanes/go): $MESHBED_CP_GO, else built into the cache first if needed.
+
+    The cached binary is named by a hash of its sources, so a source change
+    means one rebuild (seconds once Go's build cache is warm). ComponentError
+    (one line) when it cannot be had: no sources (an installed wheel), no Go,
+    or a failed build.
+    """
+    b = find_binary(gocp.NAME)
+    if b.source.startswith("env:"):
+        if b.path is None:
+            raise ComponentError(f"{gocp.ENV_VAR}={os.environ.get(gocp.ENV_VAR)} is not an executable file",
+                                 hint="fix the path or unset it to build controlplanes/go")
+        return b.path
+    if b.path is not None and not rebuild:
+        return b.path
+    return gocp.build(cache_dir() / "bin", progress, force=rebuild)
+
+
+def go_controlplane_command(progress: Progress = lambda s: None) -> str:
+    """A ready --controlplane template for the Go control plane (building it if needed)."""
+    return gocp.command_template(go_controlplane_binary(progress))
+
+
 def build_missing(names: list[str] | None = None, progress: Progress = lambda s: print(s, file=sys.stderr)) -> dict[str, Path]:
-    """Build every Go component that no user binary or cache entry provides."""
+    """Build every Go component that no user binary or cache entry provides.
+
+    Without ``names`` that includes the Go control plane, last: it is optional,
+    so without its sources (an installed wheel) or when its build fails, that
+    is reported and the others still count as provisioned.
+    """
     built: dict[str, Path] = {}
     for name in names or list(GO_BINARIES):
         b = find_binary(name)
@@ -88,4 +118,15 @@ def build_missing(names: list[str] | None = None, progress: Progress = lambda s:
         if b.source.startswith("env:"):
             raise ComponentError(f"{b.source[4:]} points at a missing file for {name}", hint="fix or unset it")
         built[name] = build(name, progress)
+    if names is None:
+        cp = find_binary(gocp.NAME)
+        if cp.path is not None:
+            progress(f"{gocp.NAME}: using {cp.path} ({cp.source})")
+        elif cp.source.startswith("unavailable"):
+            progress(f"{gocp.NAME}: skipped (optional): {cp.source.removeprefix('unavailable: ')}")
+        else:
+            try:
+                built[gocp.NAME] = go_controlplane_binary(progress)
+            except ComponentError as exc:
+                progress(f"{gocp.NAME}: not built (optional; `meshbed doctor` lists it missing): {exc}")
     return built
