@@ -15,6 +15,7 @@ def test_names_split_but_templates_stay_whole():
     assert split_names("go") == ["go"]
     t = "my-cp --ads {xds_host}:{xds_port},x"
     assert split_names(t) == [t]
+    assert split_names("builtin,go:delta," + t) == ["builtin", "go:delta", t]
     assert slug("my-cp --ads {xds_host}") == "my-cp-ads-xds_host"
 
 

@@ -24,10 +24,16 @@ SCHEMA = "meshbed.comparison/v1"
 
 
 def split_names(value: str) -> list[str]:
-    """``builtin,go`` -> two control planes; a command template (with spaces or braces) stays whole."""
-    if "{" in value or " " in value:
-        return [value]
-    return [v.strip() for v in value.split(",") if v.strip()]
+    """``builtin,go`` -> two control planes; from the first command template on (spaces or braces), the rest is one."""
+    out: list[str] = []
+    parts = value.split(",")
+    for i, part in enumerate(parts):
+        if "{" in part or " " in part.strip():
+            out.append(",".join(parts[i:]).strip())
+            break
+        if part.strip():
+            out.append(part.strip())
+    return out
 
 
 def slug(name: str) -> str:
