@@ -1,4 +1,4 @@
-"""Wiring: Consul watcher -> debounced push loop -> ADS streams, plus the debug API.
+"""Wiring: Consul watcher -> coalescing push loop -> ADS streams (SotW and delta), plus the debug API.
 
 Everything runs in one asyncio loop, so stream state needs no locks.
 """
@@ -27,7 +27,7 @@ from .snapshot import Snapshot, build_snapshot
 
 log = logging.getLogger("meshbed.controlplane")
 
-DEBOUNCE_S = 0.02
+DEBOUNCE_S = 0.0
 SHUTDOWN_GRACE_S = 1.0
 
 
@@ -114,11 +114,18 @@ class ControlPlane:
                 log.exception("push to stream %d (%s) failed", s.stream_id, s.node_id)
 
     async def push_loop(self) -> None:
+        """Push at once; whatever changes while a push is being built and written goes in the next one.
+
+        No fixed debounce: an isolated change costs no wait. ``debounce_s`` (default 0) can
+        still add one for experiments.
+        """
         while True:
             await self._dirty.wait()
-            await asyncio.sleep(self.debounce_s)  # coalesce a burst of changes
+            # let callbacks that are already runnable (a burst of watcher answers) land first
+            await asyncio.sleep(self.debounce_s)
             self._dirty.clear()
             self.push_all()
+            await asyncio.sleep(0)  # let the streams write before the next round
 
     # -- process ----------------------------------------------------------
     async def serve(self, xds: str, http: str, stop: asyncio.Event) -> None:
