@@ -35,7 +35,11 @@ from .settings import Settings, check_seconds, parse_float  # noqa: E402
 
 def _settings(args: argparse.Namespace) -> Settings:
     cli = {k: getattr(args, k, None) for k in ("runtime", "topology", "state_dir", "ready_timeout", "controlplane")}
-    return Settings.build(cli=cli)
+    settings = Settings.build(cli=cli)
+    if hasattr(args, "topology"):  # up, _supervise, bench: -f is a file or an example's name; none given: basic
+        from .packaged import with_defaults
+        settings = with_defaults(settings, cli=cli)
+    return settings
 
 
 def _check_binary_overrides() -> None:
@@ -353,6 +357,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _preflight_paths(settings)
     progress = Progress()
+    if args.what == "scale":
+        from .bench_scale import bench_scale, write
+        from .compare import split_names
+        cps = split_names(args.controlplane or "builtin")
+        doc = bench_scale(settings, cps, args.sizes, changes=args.n, churn_rate=args.churn_rate,
+                          churn_s=args.churn_s, progress=progress)
+        j, h = write(doc, Path(args.out))
+        progress(f"bench scale: {j} and {h}")
+        return 0 if all("error" not in r for r in doc["rows"]) else 1
     if args.what == "startup":
         out = bench_startup(settings, args.n, progress)
     else:
@@ -376,7 +389,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _preflight_paths(settings)
     opts = RunOptions(topology=args.topology, profile=args.profile, runtime=args.runtime, markers=args.markers,
                       keyword=args.keyword, out_dir=args.out, state_dir=args.state_dir, ready_timeout=args.ready_timeout,
-                      controlplane=args.controlplane, suites=args.suites, pytest_args=extra)
+                      controlplane=args.controlplane, suites=args.suites, catalogs=args.catalog, pytest_args=extra)
     from .compare import compare, split_names
     names = split_names(args.controlplane or "")
     if len(names) > 1:  # builtin,go: the catalog once per control plane, one comparison report
@@ -436,6 +449,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, error_line(f"{self.prog}: error: {message} (see `{self.prog} --help`)") + "\n")
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        out = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected Envoy counts like 10,50,100") from None
+    if not out or out[0] < 1 or out[-1] > 500:
+        raise argparse.ArgumentTypeError(f"{text!r}: counts must be between 1 and 500")
+    return out
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -464,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_doctor)
 
     sp = sub.add_parser("up", help="bring a mesh up from a topology file")
-    sp.add_argument("-f", "--file", dest="topology", help="topology YAML (default examples/basic.yaml)")
+    sp.add_argument("-f", "--file", dest="topology", help="topology YAML, or an example's name (default: basic)")
     sp.add_argument("--runtime", help="process (default) or docker")
     sp.add_argument("--detach", action="store_true", help="return once ready; `meshbed down` tears it down")
     sp.add_argument("--json", action="store_true", help="print the endpoints as one JSON object")
@@ -474,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(fn=cmd_up)
 
-    sp = sub.add_parser("_supervise", help=argparse.SUPPRESS)
+    sp = sub.add_parser("_supervise")  # internal (up --detach); no help= keeps it out of `meshbed --help`
     sp.add_argument("--run-dir", required=True)
     sp.add_argument("-f", dest="topology")
     sp.add_argument("--runtime")
@@ -484,24 +507,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_supervise)
 
     sp = sub.add_parser("bench", help="benchmarks: startup time, convergence time (medians over N)")
-    sp.add_argument("what", choices=["startup", "convergence"])
-    sp.add_argument("-n", type=_positive_int, default=5, help="runs (startup) or changes (convergence); default 5")
-    sp.add_argument("-f", "--file", dest="topology", help="topology YAML (default examples/basic.yaml)")
+    sp.add_argument("what", choices=["startup", "convergence", "scale"])
+    sp.add_argument("-n", type=_positive_int, default=5,
+                    help="runs (startup) or changes (convergence, scale); default 5")
+    sp.add_argument("--sizes", type=_sizes, default=[10, 50, 100], metavar="N,N,...",
+                    help="scale: Envoy counts to measure at (default 10,50,100)")
+    sp.add_argument("--churn-rate", type=float, default=20.0, help="scale: churn events per second (default 20)")
+    sp.add_argument("--churn-s", type=float, default=30.0, help="scale: churn storm length in seconds (default 30)")
+    sp.add_argument("--out", default="reports/bench-scale", metavar="DIR", help="scale: where JSON and HTML go")
+    sp.add_argument("-f", "--file", dest="topology", help="topology YAML, or an example's name (default: basic)")
     sp.add_argument("--runtime")
     sp.add_argument("--controlplane")
     common(sp)
     sp.set_defaults(fn=cmd_bench)
 
     sp = sub.add_parser("run", help="bring the mesh up, run the conformance suites, write reports/conformance.{html,json}")
-    sp.add_argument("-f", "--file", dest="topology", help="topology YAML (default examples/basic.yaml)")
-    sp.add_argument("--profile", help="conformance profile YAML (default examples/profiles/default.yaml)")
+    sp.add_argument("-f", "--file", dest="topology", help="topology YAML, or an example's name (default: basic)")
+    sp.add_argument("--profile", help="conformance profile YAML, or a packaged profile's name (default: default)")
     sp.add_argument("--runtime", help="process (default) or docker")
     sp.add_argument("-m", dest="markers", metavar="MARKERS", help="pytest marker expression, e.g. 'quick' or 'discovery and not slow'")
     sp.add_argument("-k", dest="keyword", metavar="EXPR", help="pytest -k expression")
     sp.add_argument("--out", metavar="DIR", help="report directory (default reports/)")
     sp.add_argument("--ready-timeout", type=_seconds, help="seconds to wait for each start-up phase (default 90)")
     sp.add_argument("--controlplane", help="builtin (default), go, a command template for your control plane with {xds_host} {xds_port} {consul_url} (and optionally {http_port}) placeholders, or a comma-separated list of names to compare side by side")
-    sp.add_argument("--suites", metavar="DIR", help="suites directory (default: suites/ of the meshbed checkout)")
+    sp.add_argument("--suites", metavar="DIR", action="append",
+                    help="a directory of tests, or `builtin` (meshbed's own suites); may be given several times "
+                         "(default: builtin)")
+    sp.add_argument("--catalog", metavar="FILE", action="append", default=[],
+                    help="a catalog file of your own checks (.yaml or .py; meshbed_catalog.* beside your tests is "
+                         "found without it); may be given several times")
     sp.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments")
     common(sp)
     sp.set_defaults(fn=cmd_run)
@@ -513,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--full", action="store_true", help="run the whole catalog per mutant, not just its targets")
     sp.add_argument("--no-control", action="store_true", help="skip the unmodified control run")
     sp.add_argument("--out", default="reports/selftest", metavar="DIR", help="where the kill matrix goes")
-    sp.add_argument("-f", "--file", dest="topology", help="topology YAML (default examples/basic.yaml)")
+    sp.add_argument("-f", "--file", dest="topology", help="topology YAML, or an example's name (default: basic)")
     sp.add_argument("--profile", help="conformance profile YAML")
     sp.add_argument("--runtime", help="process (default) or docker")
     sp.add_argument("--ready-timeout", type=_seconds, help="seconds to wait for each start-up phase (default 90)")

@@ -180,28 +180,42 @@ class Mesh:
             wait_all([app, sidecar], self.wiring.settings.ready_timeout)
         return inst.id
 
-    @contextlib.contextmanager
-    def watcher_envoy(self, upstreams: tuple[str, ...], xds_api: str, ready_s: float | None = None) -> Iterator[Handle]:
-        """An Envoy-only node subscribed like a sidecar calling ``upstreams``, on the xDS protocol ``xds_api``.
-
-        It has no app and serves no traffic: it exists to be compared with the mesh's own
-        sidecars (DISC-8: SotW and delta alike). Stopped on exit.
-        """
+    def _start_watcher(self, name: str, upstreams: tuple[str, ...], xds_api: str) -> Handle:
         w, rt = self.wiring, self.runtime
-        name = f"watch-{xds_api.lower()}"
         admin, outbound = w.ports.take(), w.ports.take()
         rt.prepare_pod(name, [admin, outbound])
         meta = NodeMeta(role="sidecar", service=f"{name}-svc", instance=name, listen_address=rt.listen_host(),
                         outbound_port=outbound, upstreams=upstreams, trace_service=f"{name}-sidecar")
-        h = rt.start(envoy_c.spec(w.binaries["envoy"], meta, admin_port=admin, xds=_split(w.cp_xds), xds_api=xds_api,
-                                  otlp=_split(w.otlp_grpc), log_level=w.settings.envoy_log_level,
-                                  concurrency=1, host=rt.listen_host()))
+        return rt.start(envoy_c.spec(w.binaries["envoy"], meta, admin_port=admin, xds=_split(w.cp_xds),
+                                     xds_api=xds_api, otlp=_split(w.otlp_grpc), log_level=w.settings.envoy_log_level,
+                                     concurrency=1, host=rt.listen_host()))
+
+    @contextlib.contextmanager
+    def watcher_envoys(self, count: int, upstreams: tuple[str, ...], xds_api: str | None = None, start: int = 0,
+                       ready_s: float | None = None) -> Iterator[dict[str, Handle]]:
+        """``count`` Envoy-only nodes subscribed like sidecars calling ``upstreams``; stopped on exit.
+
+        They have no app and serve no traffic: they exist to be measured (bench scale) or compared
+        with the mesh's own sidecars (DISC-8, on the other xDS protocol).
+        """
+        api = xds_api or cp_c.split_protocol(self.wiring.settings.controlplane)[1]
+        started: dict[str, Handle] = {}
         try:
-            wait_all([h], w.settings.ready_timeout if ready_s is None else ready_s)
-            yield h
+            for i in range(start, start + count):
+                name = f"watch-{api.lower()}-{i}"
+                started[name] = self._start_watcher(name, upstreams, api)
+            wait_all(started.values(), self.wiring.settings.ready_timeout if ready_s is None else ready_s)
+            yield started
         finally:
-            h.stop()
-            rt.discard(name, [h])
+            for name, h in started.items():
+                h.stop()
+                self.runtime.discard(name, [h])
+
+    @contextlib.contextmanager
+    def watcher_envoy(self, upstreams: tuple[str, ...], xds_api: str, ready_s: float | None = None) -> Iterator[Handle]:
+        """One watcher Envoy (see :meth:`watcher_envoys`)."""
+        with self.watcher_envoys(1, upstreams, xds_api, ready_s=ready_s) as ws:
+            yield next(iter(ws.values()))
 
     def remove_instance(self, instance: str) -> None:
         """Stop an instance's app (it deregisters itself) and its sidecar, and forget them.

@@ -2,16 +2,26 @@
 
 Fixtures are layered like pytest-httpserver's: settings (session) -> a
 session-scoped mesh factory that starts each topology once -> a per-test
-``mesh`` handle that is reset to the baseline before every test.
+``mesh`` handle that is reset to the baseline before every test. The fixtures
+checks are written with (``consul``, ``toxi``, ``load``, ``fault_log``) are in
+:mod:`meshbed.fixtures`; the helpers tests call, in :mod:`meshbed.testing`.
+
+A user's own checks are declared in catalog files (``meshbed_catalog.yaml`` or
+``.py`` beside the tests, ``--meshbed-catalog``, ini ``meshbed_catalog`` or
+``MESHBED_CATALOG``), loaded here before any test runs. In JUnit XML a check's
+testcase is named by its id and title, its verdict and figures are properties.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+from .fixtures import consul, fault_log, load, toxi  # noqa: F401 - fixtures of the plugin
 
 MARKERS = {
     "integration": "brings up a real mesh (slow)",
@@ -27,8 +37,8 @@ MARKERS = {
 OPTIONS = {
     # name: (help, default)
     "runtime": ("runtime to bring meshes up on: process (default) or docker", None),
-    "topology": ("topology YAML for the `mesh` fixture (default examples/basic.yaml)", None),
-    "profile": ("conformance profile YAML with thresholds (default examples/profiles/default.yaml)", None),
+    "topology": ("topology YAML for the `mesh` fixture, or the name of an example (default: basic)", None),
+    "profile": ("conformance profile YAML with thresholds, or a packaged profile's name (default: default)", None),
     "state_dir": ("where run directories live (default ~/.cache/meshbed/runs)", None),
     "ready_timeout": ("seconds to wait for each start-up phase (default 90)", None),
     "controlplane": ("control plane under test: 'reference' or a command template with {xds_host} {xds_port} {consul_url} (and optionally {http_port})", None),
@@ -39,12 +49,19 @@ RESULTS_KEY = pytest.StashKey["object"]()
 MESHES_KEY = pytest.StashKey["list"]()
 
 
+CATALOG_HELP = ("a catalog file of your own checks (.yaml or .py; may be given several times); "
+                "meshbed_catalog.{yaml,yml,py} beside the tests is found without it")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("meshbed", "meshbed: service-mesh testbed")
     for name, (help_, default) in OPTIONS.items():
         flag = "--meshbed-" + name.replace("_", "-")
         group.addoption(flag, dest=f"meshbed_{name}", default=default, help=help_)
         parser.addini(f"meshbed_{name}", help_, default=None)
+    group.addoption("--meshbed-catalog", dest="meshbed_catalog", action="append", default=[], metavar="FILE",
+                    help=CATALOG_HELP)
+    parser.addini("meshbed_catalog", CATALOG_HELP + " (paths relative to the ini file)", type="paths", default=[])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,7 +70,23 @@ def pytest_configure(config: pytest.Config) -> None:
     from .checks.results import ResultsCollector
     config.stash[RESULTS_KEY] = ResultsCollector()
     config.stash[MESHES_KEY] = []
+    _load_catalogs(config)
     _sigterm_unwinds()
+
+
+def _load_catalogs(config: pytest.Config) -> None:
+    """The user's own checks, registered before any profile is read (as `meshbed run` does)."""
+    from .checks import catalog
+    from .errors import ConfigError
+    files: list[Path | str] = [*(config.getoption("meshbed_catalog", None) or []), *config.getini("meshbed_catalog"),
+                               *[f for f in os.environ.get("MESHBED_CATALOG", "").split(os.pathsep) if f]]
+    files += catalog.discover([a.split("::")[0] for a in config.args] or [config.invocation_params.dir],
+                              config.rootpath)
+    try:
+        for f in files:
+            catalog.load_file(f)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"meshbed: {exc}") from None
 
 
 def _sigterm_unwinds() -> None:
@@ -86,6 +119,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
     rep = outcome.get_result()
     setattr(item, f"_meshbed_rep_{rep.when}", rep)
     cid = _check_id(item)
+    if cid and rep.when == "setup":
+        _junit_name(item, rep, cid)
     if cid and rep.when == "setup" and (rep.failed or rep.skipped):
         # the check never ran: still report it, as error or skipped with the reason
         from .checks.catalog import CATALOG
@@ -96,6 +131,43 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
             r = CheckResult(cid, entry.title, entry.group, verdict="skipped" if rep.skipped else "error",
                             reason=reason, nodeid=item.nodeid)
             item.config.stash[RESULTS_KEY].add(r)
+
+
+def _junit_name(item: pytest.Item, rep: pytest.TestReport, cid: str) -> None:
+    """With --junitxml: the testcase is named "<id>: <title>" (CI lists checks, not function names)."""
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:  # pragma: no cover - pytest moved it: function names stay
+        return
+    xml = item.config.stash.get(xml_key, None)
+    from .checks.catalog import CATALOG
+    entry = CATALOG.get(cid)
+    if xml is None or entry is None:
+        return
+    callspec = getattr(item, "callspec", None)
+    name = f"{cid}: {entry.title}" + (f" [{callspec.id}]" if callspec is not None else "")
+    # kept through every phase (user-set attributes win over the function name) and allowed by xunit1 and xunit2
+    xml.node_reporter(rep).add_attribute("name", name)
+
+
+def _junit_properties(item: pytest.Item, r) -> None:  # noqa: ANN001 - a CheckResult
+    """The verdict and every figure (value, unit, samples, threshold) as the testcase's JUnit properties."""
+    import math
+    doc = r.to_json()
+    thresholds: dict[str, list[str]] = {}
+    for t in doc.get("thresholds") or []:
+        thresholds.setdefault(t.get("figure", ""), []).append(t.get("text") or f"{t.get('op')} {t.get('value')}")
+    props = [("meshbed.check", r.id), ("meshbed.verdict", r.verdict)]
+    if r.reason:
+        props.append(("meshbed.reason", r.reason))
+    for f in doc.get("figures") or []:
+        v = f.get("value")
+        text = "not measured" if not isinstance(v, (int, float)) or not math.isfinite(v) else f"{v:.6g}"
+        text += f" {f.get('unit')}".rstrip() + f" (n={f.get('n')})"
+        if thresholds.get(f.get("name")):
+            text += ", threshold " + " and ".join(thresholds[f["name"]])
+        props.append((f"figure.{f.get('name')}", text))
+    item.user_properties.extend(props)
 
 
 def _reason(rep: pytest.TestReport) -> str:
@@ -126,12 +198,17 @@ SETTINGS_KEY = pytest.StashKey["object"]()
 
 
 def _settings_from(config: pytest.Config):  # -> Settings (import kept lazy: no work at plugin import)
-    """Built once per session, on first use, and shared by the fixtures and the session hooks."""
+    """Built once per session, on first use, and shared by the fixtures and the session hooks.
+
+    The topology and profile are resolved: a bare name is a packaged one, and not given means the
+    packaged defaults (basic, default), so the plugin works from any directory.
+    """
     if SETTINGS_KEY not in config.stash:
+        from . import packaged
         from .settings import Settings
         cli = {n: config.getoption(f"meshbed_{n}") for n in OPTIONS}
         ini = {n: config.getini(f"meshbed_{n}") for n in OPTIONS}
-        config.stash[SETTINGS_KEY] = Settings.build(cli=cli, ini=ini)
+        config.stash[SETTINGS_KEY] = packaged.with_defaults(Settings.build(cli=cli, ini=ini), cli=cli, ini=ini)
     return config.stash[SETTINGS_KEY]
 
 
@@ -256,6 +333,7 @@ def check(request: pytest.FixtureRequest, meshbed_profile):
             r.verdict, r.reason = "error", _reason(rep)
     elif not c.judged:
         r.verdict, r.reason = "error", "the test ended without judging the check"
+    _junit_properties(request.node, r)
     if r.verdict in ("fail", "error"):
         meshes = request.config.stash[MESHES_KEY]
         if meshes:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import packaged
 from .errors import ConfigError
 from .settings import Settings
 
@@ -40,7 +41,9 @@ class RunOptions:
     state_dir: str | None = None
     ready_timeout: float | None = None
     controlplane: str | None = None
-    suites: str | None = None
+    # directories of tests, each a path or `builtin` (meshbed's own suites); none: builtin
+    suites: str | list[str] | None = None
+    catalogs: list[str] = field(default_factory=list)  # catalog files of the user's own checks (--catalog)
     pytest_args: list[str] = field(default_factory=list)
     log: str | None = None  # pytest's output goes here instead of the terminal (selftest)
 
@@ -55,29 +58,48 @@ def repo_root(start: Path | None = None) -> Path | None:
 
 
 def suites_dir(explicit: str | None = None) -> Path:
-    if explicit:
+    """One suites directory: a path, or ``builtin`` (the default): meshbed's own suites."""
+    if explicit and explicit != packaged.BUILTIN_SUITES:
         p = Path(explicit).resolve()
         if not p.exists():
-            raise ConfigError(f"{explicit}: suites directory not found")
+            raise ConfigError(f"{explicit}: suites directory not found",
+                              hint=f"give a directory of tests, or `{packaged.BUILTIN_SUITES}` for meshbed's own suites")
         return p
-    root = repo_root()
-    if root is None:
-        raise ConfigError("no suites/ directory found next to meshbed's pyproject.toml or above the current directory",
-                          hint="run `meshbed run` from a meshbed checkout, or pass --suites DIR")
-    return root / "suites"
+    shipped = packaged.builtin_suites(repo_root())
+    if shipped is None:
+        raise ConfigError("no suites/ directory found: not in this install, nor next to meshbed's pyproject.toml "
+                          "or above the current directory",
+                          hint="reinstall meshbed, or pass --suites DIR")
+    return shipped
 
 
-def _existing(value: str | Path, what: str, explicit: bool, root: Path | None) -> Path:
-    """A given path is taken relative to the cwd; a default one falls back to the checkout."""
+def suites_dirs(explicit: str | list[str] | None = None) -> list[Path]:
+    """``--suites``, given any number of times (each a directory or ``builtin``); none given: builtin."""
+    given = [explicit] if isinstance(explicit, str) else list(explicit or [])
+    if any(not str(x).strip() for x in given):
+        raise ConfigError("--suites: empty value", hint="give a directory of tests, or `builtin`")
+    out: list[Path] = []
+    for d in [suites_dir(x) for x in given] or [suites_dir()]:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def _existing(value: str | Path, what: str) -> Path:
     p = Path(value)
-    if p.is_absolute() or p.exists() or explicit or root is None:
-        if not p.exists():
-            raise ConfigError(f"{value}: {what} not found")
-        return p.resolve()
-    alt = root / p
-    if not alt.exists():
-        raise ConfigError(f"{value}: {what} not found (looked in {Path.cwd()} and {root})")
-    return alt
+    if not p.exists():
+        raise ConfigError(f"{value}: {what} not found")
+    return p.resolve()
+
+
+def _pytest_cwd(suites: list[Path], builtin: Path | None, root: Path | None) -> Path:
+    """Where pytest runs (its --rootdir): the checkout when every suite is in it; else beside the user's tests."""
+    if root is not None and all(d.is_relative_to(root) for d in suites):
+        return root
+    mine = [d for d in suites if d != builtin]
+    if len(mine) == 1:
+        return mine[0].parent
+    return Path.cwd().resolve()
 
 
 @dataclass
@@ -85,7 +107,7 @@ class Plan:
     settings: Settings
     topology: Path
     profile: Path
-    suites: Path
+    suites: Path  # the first of suites_dirs
     out_dir: Path
     results: Path
     html: Path
@@ -93,6 +115,8 @@ class Plan:
     argv: list[str]
     cwd: Path
     log: Path | None = None
+    suites_dirs: list[Path] = field(default_factory=list)
+    catalogs: list[Path] = field(default_factory=list)
 
 
 def plan(opts: RunOptions) -> Plan:
@@ -100,17 +124,34 @@ def plan(opts: RunOptions) -> Plan:
     cli = {"runtime": opts.runtime, "topology": opts.topology, "profile": opts.profile, "out_dir": opts.out_dir,
            "state_dir": opts.state_dir, "ready_timeout": opts.ready_timeout,
            "controlplane": opts.controlplane}
-    settings = Settings.build(cli=cli)
-    suites = suites_dir(opts.suites)
+    # not given: the packaged default topology and profile; a bare name (-f basic) is a packaged one
+    settings = packaged.with_defaults(Settings.build(cli=cli), cli=cli)
     root = repo_root()
-    topology = _existing(settings.topology, "topology file", bool(opts.topology or os.environ.get("MESHBED_TOPOLOGY")), root)
-    profile = _existing(settings.profile, "profile", bool(opts.profile or os.environ.get("MESHBED_PROFILE")), root)
+    suites = suites_dirs(opts.suites)
+    cwd = _pytest_cwd(suites, packaged.builtin_suites(root), root)
+    topology = _existing(settings.topology, "topology file")
+    profile = _existing(settings.profile, "profile")
+    # the user's own checks, before the profile that sets their thresholds is read
+    from .checks import catalog
+    if any(not str(c).strip() for c in opts.catalogs):
+        raise ConfigError("--catalog: empty value", hint="give a catalog file (.yaml or .py)")
+    catalogs = [_existing(c, "catalog file") for c in opts.catalogs]
+    catalogs += [c for c in catalog.discover([d for d in suites if d != packaged.builtin_suites(root)], cwd)
+                 if c not in catalogs]
+    for c in catalogs:
+        catalog.load_file(c)
     # fail fast, with the loaders' one-line messages, before anything starts
     from .checks.profile import load as load_profile
     from .runtime import runtime_names
     from .topology import load as load_topology
     load_topology(topology)
-    load_profile(profile)
+    try:
+        load_profile(profile)
+    except ConfigError as exc:
+        if "not a catalog check id" not in str(exc) or exc.hint:
+            raise
+        raise ConfigError(exc.args[0], hint="declare your own checks in a meshbed_catalog.yaml (or .py) beside "
+                                            "your tests, or pass --catalog FILE (docs/writing-tests.md)") from None
     from .components.controlplane import template_for
     template_for(settings.controlplane)  # a bad name fails here; a named one (go) is built here if missing
     if settings.runtime not in runtime_names():
@@ -122,13 +163,15 @@ def plan(opts: RunOptions) -> Plan:
     runtime_factory(settings.runtime).preflight()  # type: ignore[attr-defined]
     out_dir = Path(settings.out_dir).resolve()
     results, html, junit = out_dir / RESULTS_NAME, out_dir / HTML_NAME, out_dir / JUNIT_NAME
-    cwd = root if root is not None and suites.is_relative_to(root) else suites.parent
     # --rootdir: the option values below are absolute paths, which pytest would otherwise count in its rootdir guess
-    argv = [sys.executable, "-m", "pytest", str(suites), "--rootdir", str(cwd), "-p", "no:locust", "-p", "no:cacheprovider",
+    argv = [sys.executable, "-m", "pytest", *map(str, suites), "--rootdir", str(cwd), "-p", "no:locust",
+            "-p", "no:cacheprovider",
             "--meshbed-topology", str(topology), "--meshbed-profile", str(profile),
             "--meshbed-runtime", settings.runtime, "--meshbed-results", str(results),
             "--meshbed-ready-timeout", str(settings.ready_timeout), "--meshbed-controlplane", settings.controlplane,
             "--junitxml", str(junit)]
+    for c in catalogs:
+        argv += ["--meshbed-catalog", str(c)]
     if str(settings.state_dir) not in ("", "."):
         argv += ["--meshbed-state-dir", str(Path(settings.state_dir).resolve())]
     if opts.markers:
@@ -136,8 +179,8 @@ def plan(opts: RunOptions) -> Plan:
     if opts.keyword:
         argv += ["-k", opts.keyword]
     argv += list(opts.pytest_args)
-    return Plan(settings, topology, profile, suites, out_dir, results, html, junit, argv, cwd,
-                Path(opts.log) if opts.log else None)
+    return Plan(settings, topology, profile, suites[0], out_dir, results, html, junit, argv, cwd,
+                Path(opts.log) if opts.log else None, suites, catalogs)
 
 
 def _run_pytest(p: Plan, stream: TextIO) -> int:
@@ -202,7 +245,8 @@ def run(opts: RunOptions, stream: TextIO | None = None) -> int:
     p.out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (p.results, p.html):  # never report a previous run's results as this one's
         stale.unlink(missing_ok=True)
-    print(f"meshbed run: {p.topology.name} on {p.settings.runtime}, profile {p.profile.name}, suites {p.suites}"
+    print(f"meshbed run: {p.topology.name} on {p.settings.runtime}, profile {p.profile.name}, "
+          f"suites {', '.join(map(str, p.suites_dirs))}"
           + (f", -m {opts.markers!r}" if opts.markers else ""), file=stream, flush=True)
     t0 = time.monotonic()
     rc = _run_pytest(p, stream)
@@ -225,7 +269,8 @@ def run(opts: RunOptions, stream: TextIO | None = None) -> int:
     doc = report.load_document(p.results)
     doc.setdefault("phases", {})["suites (pytest wall time, incl. mesh up/down)"] = round(suites_s, 3)
     doc["run"] = {"argv": [str(a) for a in p.argv[1:]], "pytest_exit_code": rc, "markers": opts.markers,
-                  "suites_dir": str(p.suites), "junit_xml": str(p.junit), "html": str(p.html)}
+                  "suites_dir": str(p.suites), "suites_dirs": [str(d) for d in p.suites_dirs],
+                  "catalogs": [str(c) for c in p.catalogs], "junit_xml": str(p.junit), "html": str(p.html)}
     t1 = time.monotonic()
     report.render_html(doc)
     doc["phases"]["report render"] = round(time.monotonic() - t1, 3)
