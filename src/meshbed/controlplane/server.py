@@ -52,6 +52,7 @@ class ControlPlane:
         self.generation = 0
         self._ids = itertools.count(1)
         self._cache: dict[NodeMeta, Snapshot] = {}
+        self._memo: dict[tuple[str, Any], Any] = {}  # per-type resources shared by nodes with equal needs
         self._dirty = asyncio.Event()
 
     @property
@@ -69,7 +70,7 @@ class ControlPlane:
             return None
         snap = self._cache.get(meta)
         if snap is None:
-            snap = self._cache[meta] = build_snapshot(meta, self.state)
+            snap = self._cache[meta] = build_snapshot(meta, self.state, self._memo)
         return snap
 
     def snapshot_for_node(self, node_id: str) -> Snapshot | None:
@@ -101,12 +102,14 @@ class ControlPlane:
     def notify(self) -> None:
         """Called by the watcher after each state change: invalidate, push soon."""
         self._cache.clear()
+        self._memo.clear()
         self._dirty.set()
 
     def push_all(self) -> None:
         """Send every stream what changed for it (CDS, EDS, LDS, RDS order per stream)."""
         self.generation += 1
         self._cache.clear()
+        self._memo.clear()
         for s in list(self.streams.values()):
             try:
                 s.deliver(s.push())

@@ -73,13 +73,40 @@ def make_snapshot(typed: Mapping[str, list[Any]]) -> Snapshot:
     return Snapshot(resources=res, versions={t: content_version(res[t]) for t in TYPE_ORDER})
 
 
-def build_snapshot(meta: NodeMeta, state: MeshState) -> Snapshot:
-    """Everything one node should have, given what Consul says now."""
-    return make_snapshot(
-        {
-            CDS: resources.clusters(meta, state.policies),
-            EDS: resources.endpoints(meta, state.services, state.policies),
-            LDS: resources.listeners(meta, state.mesh),
-            RDS: resources.routes(meta, state.policies),
-        }
-    )
+def type_keys(meta: NodeMeta) -> dict[str, Any]:
+    """What each type's resources depend on, beyond the mesh state: nodes with equal keys share them.
+
+    Endpoints depend only on the services a node calls; clusters also on its local app;
+    routes on its role, service and call targets; listeners on everything about the node.
+    """
+    services = tuple(resources.node_services(meta))
+    return {
+        EDS: services,
+        CDS: (meta.role, meta.app_address, services),
+        RDS: (meta.role, meta.service, bool(meta.inbound_port), bool(meta.outbound_port), meta.upstreams,
+              meta.routes),
+        LDS: meta,
+    }
+
+
+def build_snapshot(meta: NodeMeta, state: MeshState, memo: dict[tuple[str, Any], Any] | None = None) -> Snapshot:
+    """Everything one node should have, given what Consul says now.
+
+    ``memo`` (cleared on every mesh change) lets nodes that subscribe to the same things share
+    the resources built for the first of them: per-node work only where the config differs.
+    """
+    build = {
+        CDS: lambda: resources.clusters(meta, state.policies),
+        EDS: lambda: resources.endpoints(meta, state.services, state.policies),
+        LDS: lambda: resources.listeners(meta, state.mesh),
+        RDS: lambda: resources.routes(meta, state.policies),
+    }
+    if memo is None:
+        return make_snapshot({t: f() for t, f in build.items()})
+    typed = {}
+    for t, key in type_keys(meta).items():
+        k = (t, key)
+        if k not in memo:
+            memo[k] = build[t]()
+        typed[t] = memo[k]
+    return make_snapshot(typed)
