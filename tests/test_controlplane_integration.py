@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import shutil
 import signal
@@ -12,21 +10,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import pytest
 import yaml
 
+from meshbed import httpc, wait
 from meshbed.nodemeta import NodeMeta
+from meshbed.provision import find_binary
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-ENVOY = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "envoy" / "_bin" / "envoy"
-CONSUL = Path(os.environ.get("MESHBED_CONSUL", "/root/.cache/meshbed/bin/consul"))
 
 
 def _free_ports(n: int) -> list[int]:
@@ -49,30 +45,21 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _http(method: str, url: str, body: Any = None, timeout: float = 3.0) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            raw = r.read()
-            return r.status, (json.loads(raw) if raw.strip() else None)
-    except urllib.error.HTTPError as e:
-        return e.code, None
+    r = httpc.request(method, url, body, timeout=timeout)
+    return r.status, (r.json() if r.status < 400 and r.body.strip() else None)
 
 
-def _wait(probe: Callable[[], Any], timeout: float, what: str, procs: list[subprocess.Popen] = ()) -> Any:  # type: ignore[assignment]
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
+class _Exited(Exception):
+    """A process the test waits on has exited: no point waiting further."""
+
+
+def _wait(probe: Callable[[], Any], timeout: float, what: str, procs: Sequence[subprocess.Popen] = ()) -> Any:
+    def alive_probe() -> Any:
         for p in procs:
-            assert p.poll() is None, f"{p.args[0]} exited with {p.returncode} while waiting for {what}"
-        try:
-            last = probe()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001
-            last = repr(exc)
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+            if p.poll() is not None:
+                raise _Exited(f"{p.args[0]} exited with {p.returncode} while waiting for {what}")
+        return probe()
+    return wait.until(alive_probe, deadline=timeout, interval=0.1, what=what, fatal=(_Exited,)).value
 
 
 def _stop(p: subprocess.Popen) -> None:
@@ -109,10 +96,10 @@ def _envoy_hosts(admin: int, cluster: str) -> list[dict[str, Any]]:
 
 
 def test_envoy_follows_consul_registration(workdir: Path) -> None:
-    if not ENVOY.exists():
-        pytest.skip(f"no Envoy binary at {ENVOY}")
-    if not CONSUL.exists():
-        pytest.skip(f"no Consul binary at {CONSUL} (built by meshbed provisioning)")
+    envoy, consul = find_binary("envoy"), find_binary("consul")
+    for b in (envoy, consul):
+        if b.path is None:
+            pytest.skip(f"no {b.name} binary ({b.source}); `meshbed provision` gets it")
 
     http, serf_lan, serf_wan, server, xds, cp_http, admin, inbound, outbound, dead = _free_ports(10)
     procs: list[subprocess.Popen] = []
@@ -120,7 +107,7 @@ def test_envoy_follows_consul_registration(workdir: Path) -> None:
     consul_url = f"http://127.0.0.1:{http}"
     try:
         procs.append(subprocess.Popen(
-            [str(CONSUL), "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-node", "cp-test",
+            [str(consul.path), "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-node", "cp-test",
              "-http-port", str(http), "-dns-port", "-1", "-grpc-port", "-1", "-serf-lan-port", str(serf_lan),
              "-serf-wan-port", str(serf_wan), "-server-port", str(server), "-hcl", "ports { grpc_tls = -1 }"],
             stdout=logs["consul"].open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
@@ -160,7 +147,7 @@ def test_envoy_follows_consul_registration(workdir: Path) -> None:
         bs = workdir / "envoy.yaml"
         bs.write_text(yaml.safe_dump(bootstrap))
         procs.append(subprocess.Popen(
-            [str(ENVOY), "-c", str(bs), "--base-id", str(random.randint(10_000, 60_000)), "--concurrency", "1",
+            [str(envoy.path), "-c", str(bs), "--base-id", str(random.randint(10_000, 60_000)), "--concurrency", "1",
              "--log-level", "warning"],
             stdout=logs["envoy"].open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
 

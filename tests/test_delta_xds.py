@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def delta_mesh(tmp_path_factory):
-    from meshbed.mesh import bring_up
+    from meshbed.mesh_build import bring_up
     from meshbed.settings import Settings
     from meshbed.topology import load
     settings = Settings(controlplane="builtin:delta", state_dir=tmp_path_factory.mktemp("runs"))

@@ -23,7 +23,7 @@ if not _OK:
 
 @pytest.fixture(scope="module")
 def dmesh(tmp_path_factory):
-    from meshbed.mesh import bring_up
+    from meshbed.mesh_build import bring_up
     from meshbed.settings import Settings
     from meshbed.topology import load
     settings = Settings(runtime="docker", state_dir=tmp_path_factory.mktemp("runs"), ready_timeout=120)

@@ -107,7 +107,7 @@ def go_mesh(tmp_path_factory):
         pytest.skip("the Go toolchain is not on PATH (and MESHBED_CP_GO is not set)")
     if not (MODULE / "go.mod").is_file() and not os.environ.get("MESHBED_CP_GO"):
         pytest.skip(f"no Go module at {MODULE}")
-    from meshbed.mesh import bring_up
+    from meshbed.mesh_build import bring_up
     from meshbed.provision import go_controlplane_command
     from meshbed.settings import Settings
     from meshbed.topology import load

@@ -5,7 +5,6 @@ optionally a real Consul dev agent."""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import random
@@ -15,15 +14,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
-CONSUL_BIN = Path("/root/.cache/meshbed/bin/consul")
+from meshbed import httpc, wait
+from meshbed.provision import find_binary
+
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 _used: set[int] = set()
 
@@ -45,13 +43,8 @@ def free_port() -> int:
 
 def request(url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None,
             timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+    r = httpc.request(method, url, body, headers, timeout=timeout)
+    return r.status, r.headers, r.body
 
 
 def get_json(url: str, **kw: Any) -> tuple[int, dict[str, str], Any]:
@@ -59,18 +52,9 @@ def get_json(url: str, **kw: Any) -> tuple[int, dict[str, str], Any]:
     return status, headers, json.loads(raw)
 
 
-def wait_until(probe: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-            if last:
-                return last
-        except (OSError, ValueError, http.client.HTTPException) as exc:
-            last = exc
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+def wait_until(probe: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """meshbed.wait.until with this file's defaults; the probe's truthy value."""
+    return wait.until(probe, deadline=timeout, interval=0.05, what=what, fatal=(AssertionError,)).value
 
 
 class Sample:
@@ -250,7 +234,7 @@ def test_fail_reset_aborts_connection(mesh: tuple[Sample, Sample, OtlpReceiver])
     _, backend, _ = mesh
     reset(backend)
     request(backend.base + "/meshbed/fail", "POST", {"mode": "reset", "ratio": 1})
-    with pytest.raises((ConnectionError, http.client.RemoteDisconnected, urllib.error.URLError)):
+    with pytest.raises(httpc.Reset):  # the connection is closed on us: no answer, and not a timeout
         request(backend.base + "/z")
     request(backend.base + "/meshbed/fail", "POST", {"mode": "none"})
     _, _, st = get_json(backend.base + "/meshbed/stats")
@@ -306,8 +290,11 @@ def test_trace_propagation_and_export(mesh: tuple[Sample, Sample, OtlpReceiver])
     unsampled = "5bf92f3577b34da6a3ce929d0e0e4736"
     _, _, body = get_json(frontend.base + "/quiet", headers={"traceparent": f"00-{unsampled}-00f067aa0ba902b7-00"})
     assert body["downstream"][0]["trace_id"] == unsampled
-    request(frontend.base + "/after")  # a sampled request, exported in the next batch
-    time.sleep(0.6)
+    # the positive marker first: a later sampled request's spans (3, from both processes) have arrived,
+    # so any span of the unsampled one would have too (each process exports its spans in end order)
+    _, _, after = get_json(frontend.base + "/after")
+    wait_until(lambda: len([s for s in otlp.spans if s["traceId"] == after["trace_id"]]) >= 3, timeout=5,
+               what="the spans of the sampled request after the unsampled one")
     assert not [s for s in otlp.spans if s["traceId"] == unsampled]
 
 
@@ -337,10 +324,11 @@ def test_listen_conflict_exits_nonzero() -> None:
 
 @pytest.fixture(scope="module")
 def consul() -> Iterator[str]:
-    if not CONSUL_BIN.exists():
-        pytest.skip(f"no Consul binary at {CONSUL_BIN}")
+    binary = find_binary("consul")
+    if binary.path is None:
+        pytest.skip(f"no Consul binary ({binary.source}); `meshbed provision` builds it")
     http_port = free_port()
-    cmd = [str(CONSUL_BIN), "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-node", "t",
+    cmd = [str(binary.path), "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-node", "t",
            "-http-port", str(http_port), "-dns-port", "-1", "-grpc-port", "-1",
            "-serf-lan-port", str(free_port()), "-serf-wan-port", str(free_port()),
            "-server-port", str(free_port())]
@@ -363,11 +351,21 @@ def _agent_service(consul: str, sid: str) -> int:
     return request(f"{consul}/v1/agent/service/{sid}", timeout=2)[0]
 
 
+def _reregistered_twice(consul: str, sid: str) -> None:
+    """Remove ``sid`` behind its back twice, each time until its maintenance loop registers it again:
+    the positive marker that more than one maintenance interval has passed, with loops running."""
+    for i in range(2):
+        assert request(f"{consul}/v1/agent/service/deregister/{sid}", "PUT")[0] == 200
+        wait_until(lambda: _agent_service(consul, sid) == 200, timeout=10, what=f"{sid} re-registered ({i + 1}/2)")
+
+
 def test_consul_registration_lifecycle(consul: str) -> None:
     s = Sample("--service", "api", "--instance", "api-7", "--consul", consul, "--run-id", "run-x",
                "--meta", "zone=z1", "--meta", "priority=0", "--version", "v4")
+    control = Sample("--service", "api", "--instance", "api-8", "--consul", consul)
     try:
         s.wait_ready()
+        control.wait_ready()
         status, _, svc = get_json(f"{consul}/v1/agent/service/api-7")
         assert status == 200
         assert svc["Service"] == "api" and svc["Port"] == s.port and svc["Address"] == "127.0.0.1"
@@ -391,8 +389,8 @@ def test_consul_registration_lifecycle(consul: str) -> None:
         # on-demand deregister stops the loop until /meshbed/register
         assert request(s.base + "/meshbed/deregister", "POST")[0] == 200
         assert _agent_service(consul, "api-7") == 404
-        time.sleep(2.5)
-        assert _agent_service(consul, "api-7") == 404
+        _reregistered_twice(consul, "api-8")  # a loop of the same code ran meanwhile...
+        assert _agent_service(consul, "api-7") == 404  # ...and this one's did not bring it back
         assert request(s.base + "/meshbed/register", "POST")[0] == 200
         assert _agent_service(consul, "api-7") == 200
 
@@ -400,6 +398,7 @@ def test_consul_registration_lifecycle(consul: str) -> None:
         assert _agent_service(consul, "api-7") == 404  # deregistered on SIGTERM
     finally:
         s.stop()
+        control.stop()
 
 
 def test_consul_unreachable_exits_nonzero() -> None:

@@ -58,7 +58,7 @@ def leftovers(mesh: "Mesh") -> dict[str, Any]:
 def reset(mesh: "Mesh", deadline: float = 20.0) -> None:
     """Undo whatever a test left: resume, remove toxics, re-register and heal instances, drop extras."""
     for inst in list(mesh.extra):
-        mesh.remove_instance(inst)
+        mesh.scale.remove_instance(inst)
     for h in mesh.all_handles():
         h.resume()
     mesh.toxiproxy_client().reset()

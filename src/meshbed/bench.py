@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable
 
 from .errors import ComponentError, ConfigError
-from .mesh import bring_up
+from .mesh_build import bring_up
 from .observe import convergence
 from .settings import Settings
 from .stats import summarize

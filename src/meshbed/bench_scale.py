@@ -32,7 +32,8 @@ from typing import Any, Callable
 from . import httpc
 from .chaos.churn import Churn
 from .errors import ComponentError
-from .mesh import bring_up, wait_converged
+from .mesh import wait_converged
+from .mesh_build import bring_up
 from .observe import convergence
 from .observe import discovery_helpers as dh
 from .runtime import procutil
@@ -144,7 +145,7 @@ def bench_scale(settings: Settings, controlplanes: list[str], sizes: list[int], 
                 if need > 0:
                     progress(f"{cp}: starting {need} more Envoys (to {n})")
                     try:
-                        watchers.update(stack.enter_context(mesh.watcher_envoys(need, (SERVICE,), start=len(watchers))))
+                        watchers.update(stack.enter_context(mesh.scale.watcher_envoys(need, (SERVICE,), start=len(watchers))))
                     except ComponentError as exc:
                         rows.append({"controlplane": cp, "envoys": n, "error": f"could not start {need} Envoys: {exc}"})
                         progress(f"{cp}: stopped at {len(base) + len(watchers)} Envoys: {exc}")

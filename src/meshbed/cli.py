@@ -142,14 +142,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         from .runtime import runtime_factory
         runtime_factory(settings.runtime).preflight()  # before a supervisor and run dir exist
         return _up_detached(args, settings)
-    from .mesh import bring_up
+    from .mesh_build import bring_up, describe
     progress = Progress()
     _sigterm_as_interrupt()
     ready = False
     try:
         with bring_up(topology, settings, progress) as mesh:
             ready = True
-            _print_endpoints(mesh.endpoints(), args.json)
+            _print_endpoints(describe(mesh), args.json)
             progress("press Ctrl-C to tear the mesh down")
             while True:
                 signal.pause()
@@ -227,7 +227,7 @@ def _up_detached(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_supervise(args: argparse.Namespace) -> int:
     """The detached mesh's owner: brings it up, then holds it until SIGTERM."""
     settings = _settings(args)
-    from .mesh import bring_up
+    from .mesh_build import bring_up, describe
     from .runtime import procutil
     from .topology import load
     state = RunState.load(Path(args.run_dir))
@@ -239,7 +239,7 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     _sigterm_as_interrupt()
     try:
         with bring_up(load(settings.topology), settings, plog, state=state) as mesh:
-            state.update(lambda d: d.update(status="ready", endpoints=mesh.endpoints()))
+            state.update(lambda d: d.update(status="ready", endpoints=describe(mesh)))
             while True:
                 signal.pause()
     except KeyboardInterrupt:

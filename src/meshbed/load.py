@@ -2,7 +2,9 @@
 
 ``import locust`` monkey-patches gevent into the process it is imported in,
 which breaks grpcio and ssl: Locust never runs inside pytest, only as a child
-process, and its results come back through files.
+process, and its results come back through files: the locustfile records
+every request through Locust's ``events.request`` hook into a CSV with a
+header row (``loadtests/locustfile.py``), read here by column name.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import wait
 from .errors import ComponentError, ConfigError
 from .stats import summarize
 
 SHAPES = ("steady", "ramp", "spike")
+# the request log's columns (loadtests/locustfile.py writes them, by name, in its header row)
+COLUMNS = ("ts", "request_id", "status", "latency_ms", "instances", "error")
+REQUIRED_COLUMNS = ("ts", "request_id", "status", "latency_ms", "instances")
 
 
 def locustfile() -> Path:
@@ -40,6 +46,7 @@ class Request:
     status: int
     latency_ms: float
     instances: tuple[str, ...]
+    error: str = ""  # why Locust counted it failed ('' when it did not)
 
 
 @dataclass
@@ -140,17 +147,16 @@ class LoadRun:
 
     def wait_started(self, timeout: float = 15.0) -> None:
         """Until the first request is logged (Locust takes ~1 s to boot)."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.request_log.exists() and self.request_log.stat().st_size > 0:
-                return
+        def first_request() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 tail = [ln for ln in self.log_file.read_text(errors="replace").splitlines() if ln.strip()][-1:] \
                     if self.log_file.exists() else []
                 raise ComponentError(f"locust exited (code {self.proc.returncode}) before sending a request"
                                      + (f": {tail[0][:200]}" if tail else ""), hint=f"see {self.log_file}")
-            time.sleep(0.05)
-        raise ComponentError(f"locust sent no request within {timeout:.0f}s", hint=f"see {self.log_file}")
+            return has_request(self.request_log)
+
+        wait.until(first_request, deadline=timeout, interval=0.05, what="locust's first request",
+                   hint=f"see {self.log_file}", fatal=(ComponentError,))
 
     def finish(self) -> None:
         """End the run early (a check has measured what it needs); the request log stays complete."""
@@ -182,18 +188,38 @@ class LoadRun:
         return self._result
 
 
+def has_request(path: Path) -> bool:
+    """The request log has a row after its header."""
+    try:
+        with open(path, newline="") as fh:
+            fh.readline()
+            return bool(fh.readline().strip())
+    except FileNotFoundError:
+        return False
+
+
 def parse_request_log(path: Path) -> list[Request]:
-    out = []
+    """The request log's rows, by column name, sorted by send time.
+
+    A row that does not parse (the last one, cut when Locust was stopped) is
+    skipped; a header without the columns meshbed needs is an error.
+    """
+    out: list[Request] = []
     if not path.exists():
         return out
     with open(path, newline="") as fh:
-        for row in csv.reader(fh):
-            if len(row) < 5:
-                continue
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or ())]
+        if reader.fieldnames and missing:
+            raise ComponentError(f"{path}: the request log has no column {', '.join(missing)} "
+                                 f"(header: {','.join(reader.fieldnames)[:200]})",
+                                 hint="loadtests/locustfile.py and meshbed.load disagree on the columns")
+        for row in reader:
             try:
-                out.append(Request(float(row[0]), row[1], int(row[2]), float(row[3]),
-                                   tuple(x for x in row[4].split("|") if x)))
-            except ValueError:
+                out.append(Request(float(row["ts"]), row["request_id"], int(row["status"]), float(row["latency_ms"]),
+                                   tuple(x for x in (row["instances"] or "").split("|") if x),
+                                   row.get("error") or ""))
+            except (TypeError, ValueError):
                 continue
     out.sort(key=lambda r: r.ts)
     return out

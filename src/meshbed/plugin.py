@@ -222,7 +222,7 @@ def meshbed_settings(pytestconfig: pytest.Config):
 def mesh_factory(meshbed_settings, request: pytest.FixtureRequest) -> Iterator[Callable[..., object]]:
     """Start a topology (path or Topology) once per session; all are torn down at the end."""
     from .console import Progress
-    from .mesh import bring_up
+    from .mesh_build import bring_up
     from .topology import Topology, load
 
     meshes: dict[str, object] = {}

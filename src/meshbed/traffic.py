@@ -1,13 +1,13 @@
 """Counted requests through the mesh, each with a UUID x-request-id.
 
 For checks that need an exact number of requests and every answer (LB
-spread, trace completeness): a bounded thread pool with keep-alive
-connections. Open-ended load with rates and shapes is Locust's job (load.py).
+spread, trace completeness): a bounded thread pool over :mod:`meshbed.httpc`'s
+pooled keep-alive client for the target, each request sent exactly once.
+Open-ended load with rates and shapes is Locust's job (load.py).
 """
 
 from __future__ import annotations
 
-import http.client
 import threading
 import time
 import uuid
@@ -16,17 +16,19 @@ from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlsplit
 
+from . import httpc
+
 
 @dataclass
 class Answer:
     request_id: str
-    status: int  # 0: no HTTP answer (reset, timeout)
+    status: int  # 0: no HTTP answer (refused, reset, timeout)
     latency_s: float
     instance: str  # x-meshbed-instance of the first hop
     body: bytes
     headers: dict[str, str]
     sent_at: float
-    error: str = ""
+    error: str = ""  # "<httpc error type>: <what happened>" when status is 0 (Timeout: ... timed out ...)
 
     def json(self) -> dict:
         import json
@@ -60,14 +62,13 @@ def drive(url: str, n: int, concurrency: int = 4, path: str | Callable[[int], st
           deadline_s: float = 300.0) -> Batch:
     """Send ``n`` GETs to ``url`` (bounded in count and in time) and return every answer."""
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    base = f"{parts.scheme or 'http'}://{parts.netloc}"
     counter = iter(range(n))
     lock = threading.Lock()
     answers: list[Answer] = []
     stop_at = time.monotonic() + deadline_s
 
     def worker() -> None:
-        conn: http.client.HTTPConnection | None = None
         while time.monotonic() < stop_at:
             with lock:
                 i = next(counter, None)
@@ -81,26 +82,13 @@ def drive(url: str, n: int, concurrency: int = 4, path: str | Callable[[int], st
             t0 = time.monotonic()
             sent = time.time()
             try:
-                if conn is None:
-                    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-                conn.request("GET", p, headers=hdrs)
-                r = conn.getresponse()
-                body = r.read()
-                hd = {k.lower(): v for k, v in r.getheaders()}
-                a = Answer(rid, r.status, time.monotonic() - t0, hd.get("x-meshbed-instance", ""),
-                           body if keep_body else b"", hd, sent)
-                if hd.get("connection", "").lower() == "close":
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as exc:
+                r = httpc.request("GET", base + p, headers=hdrs, timeout=timeout)
+                a = Answer(rid, r.status, time.monotonic() - t0, r.headers.get("x-meshbed-instance", ""),
+                           r.body if keep_body else b"", r.headers, sent)
+            except OSError as exc:
                 a = Answer(rid, 0, time.monotonic() - t0, "", b"", {}, sent, error=f"{type(exc).__name__}: {exc}")
-                if conn is not None:
-                    conn.close()
-                conn = None
             with lock:
                 answers.append(a)
-        if conn is not None:
-            conn.close()
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for _ in range(max(1, concurrency)):

@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .server import ControlPlane
+    from .catalog import MeshState
+    from .consul_watch import ConsulWatcher
+    from .pushlog import PushLog
+    from .snapshot import Snapshot
 
-CP_KEY: web.AppKey["ControlPlane"] = web.AppKey("cp")
+
+class DebugSource(Protocol):
+    """What the debug API reads (the control plane, ``server.ControlPlane``; a
+    Protocol so that this module does not import the server that imports it)."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    @property
+    def pushlog(self) -> "PushLog": ...
+
+    @property
+    def watcher(self) -> "ConsulWatcher": ...
+
+    @property
+    def state(self) -> "MeshState": ...
+
+    def describe_nodes(self) -> list[dict[str, Any]]: ...
+
+    def snapshot_for_node(self, node_id: str) -> "Snapshot | None": ...
+
+
+CP_KEY: web.AppKey[DebugSource] = web.AppKey("cp")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -47,7 +72,7 @@ async def state(request: web.Request) -> web.Response:
     return web.json_response({"consul": cp.watcher.describe(), **cp.state.to_json()})
 
 
-def make_app(cp: "ControlPlane") -> web.Application:
+def make_app(cp: DebugSource) -> web.Application:
     app = web.Application()
     app[CP_KEY] = cp
     app.router.add_get("/healthz", healthz)
@@ -58,7 +83,7 @@ def make_app(cp: "ControlPlane") -> web.Application:
     return app
 
 
-async def start(cp: "ControlPlane", host: str, port: int) -> web.AppRunner:
+async def start(cp: DebugSource, host: str, port: int) -> web.AppRunner:
     """Start serving; the caller cleans up the returned runner."""
     runner = web.AppRunner(make_app(cp), access_log=None)
     await runner.setup()

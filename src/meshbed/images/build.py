@@ -148,7 +148,7 @@ def dep_files(dists: Iterable[importlib.metadata.Distribution]) -> list[tuple[st
 def meshbed_files() -> list[tuple[str, Path]]:
     """meshbed's own package (works for an editable checkout) plus the Envoy templates."""
     import meshbed
-    from ..components.envoy import templates_dir
+    from ..components.envoy_templates import templates_dir
     pkg = Path(meshbed.__file__).resolve().parent
     out = []
     for p in sorted(pkg.rglob("*")):

@@ -27,9 +27,12 @@ class ConsulClient:
     def _req(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> httpc.Response:
         try:
             r = httpc.request(method, self.base_url + path, body, timeout=self.timeout)
+        except httpc.Timeout as exc:
+            raise ComponentError(f"consul {method} {path}: no answer from {self.base_url} within {self.timeout:g}s",
+                                 hint="is Consul paused (by a test) or overloaded?") from exc
         except OSError as exc:
             raise ComponentError(f"consul {method} {path}: no answer from {self.base_url} ({exc})",
-                                 hint="is Consul running (or paused by a test)?") from exc
+                                 hint="is Consul running?") from exc
         if r.status not in ok:
             raise ComponentError(f"consul {method} {path}: HTTP {r.status}: {r.text.strip()[:200]}")
         return r

@@ -59,7 +59,9 @@ class EndpointPoller:
     """Polls every Envoy's /clusters in its own thread; keeps each change of its endpoint sets.
 
     ``changes[node]`` holds the first sample and then one per change; ``errors[node]``
-    counts polls that failed (admin unreachable).
+    counts polls that failed (admin unreachable), of which ``timeouts[node]`` had no
+    answer in time (a paused Envoy) and ``refused[node]`` found nothing serving
+    (connection refused or reset: a dead or restarting Envoy).
     """
 
     admin_urls: dict[str, str]
@@ -67,6 +69,8 @@ class EndpointPoller:
     interval: float = 0.02
     changes: dict[str, list[Sample]] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
+    timeouts: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
     polls: dict[str, int] = field(default_factory=dict)
     # wall-clock time of every successful poll, so a window's sample count is known
     poll_ts: dict[str, list[float]] = field(default_factory=dict)
@@ -79,8 +83,12 @@ class EndpointPoller:
             ts = time.time()
             try:
                 cur = envoy_endpoints(url, self.services[node])
-            except Exception:  # noqa: BLE001 - any failed poll is counted, the thread must live on
+            except Exception as exc:  # noqa: BLE001 - any failed poll is counted, the thread must live on
                 self.errors[node] = self.errors.get(node, 0) + 1
+                if isinstance(exc, httpc.Timeout):
+                    self.timeouts[node] = self.timeouts.get(node, 0) + 1
+                elif isinstance(exc, httpc.Refused):
+                    self.refused[node] = self.refused.get(node, 0) + 1
             else:
                 self.polls[node] = self.polls.get(node, 0) + 1
                 self.poll_ts[node].append(ts)
@@ -92,6 +100,7 @@ class EndpointPoller:
     def __enter__(self) -> "EndpointPoller":
         for n, u in self.admin_urls.items():
             self.changes[n], self.errors[n], self.polls[n], self.poll_ts[n] = [], 0, 0, []
+            self.timeouts[n], self.refused[n] = 0, 0
             t = threading.Thread(target=self._watch, args=(n, u), daemon=True, name=f"poll-{n}")
             t.start()
             self._threads.append(t)
@@ -120,6 +129,7 @@ class EndpointPoller:
 
     def to_json(self, since: float = 0.0) -> dict[str, Any]:
         return {n: {"polls": self.polls.get(n, 0), "errors": self.errors.get(n, 0),
+                    "timeouts": self.timeouts.get(n, 0), "refused": self.refused.get(n, 0),
                     "changes": [{"ts": round(s.ts, 3),
                                  **{svc: sorted(f"{a} {h}" for a, h in eps) for svc, eps in s.endpoints.items()}}
                                 for s in ch if s.ts >= since]}

@@ -64,5 +64,6 @@ class JaegerClient:
         if r.status == 404:
             return []
         if r.status != 200:
-            raise OSError(f"jaeger GET trace {trace_id}: HTTP {r.status}: {r.text[:200]}")
+            raise httpc.StatusError(f"jaeger GET trace {trace_id}: HTTP {r.status}: {r.text[:200]}",
+                                    method="GET", url=f"{self.base}/api/v3/traces/{trace_id}", status=r.status)
         return parse_otlp(r.json().get("result", {}))
