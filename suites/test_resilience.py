@@ -214,7 +214,7 @@ def _restart_one(mesh, inst: str, fault_log, deadline_s: float = 15.0) -> dict[s
                    what=f"{inst} to drain its in-flight requests")
         for h in (mesh.sidecars[inst], mesh.apps[inst]):
             h.restart()
-            wait_ready(h, mesh.wiring.settings.ready_timeout)
+            wait_ready(h, mesh.settings.ready_timeout)
         back = convergence.converge_times(subs, convergence.has_host(svc, addr), t0, deadline_s * 2)
     return {"instance": inst, "gone_s": gone, "back_s": back}
 
