@@ -131,6 +131,9 @@ def compare(names: Sequence[str], opts: Any, stream: TextIO | None = None) -> in
         sub = out / slug(name)
         print(f"meshbed compare [{i}/{len(names)}] {name} -> {sub}", file=stream, flush=True)
         codes.append(run(dataclasses.replace(opts, controlplane=name, out_dir=str(sub)), stream))
+        if codes[-1] == 130:  # interrupted: no more control planes, no half comparison
+            print("meshbed compare: interrupted", file=stream, flush=True)
+            return 130
         results = sub / "conformance.json"
         if results.is_file():
             docs[name] = json.loads(results.read_text())

@@ -129,7 +129,7 @@ class Scaler:
         """Scale ``service`` up by one instance (registered in Consul by itself once up)."""
         if service not in self.mesh.topology.services:
             raise ComponentError(f"cannot scale unknown service {service!r}")
-        taken = {self.mesh.instances[i].index for i in self.instances_of(service)}
+        taken = {self.mesh.instances[i].index for i in self.mesh.instances_of(service)}
         index = next(i for i in range(1000) if i not in taken)
         inst = InstanceSpec(service, index, version, priority, zone)
         self.mesh.extra.append(inst.id)
@@ -256,7 +256,7 @@ def bring_up(topology: Topology, settings: Settings, progress: Progress = lambda
     if state is None:
         state = RunState.create(settings.runs_dir, settings.runtime, topology.source)
     try:
-        runtime = factory(state.run_dir, state)
+        runtime = factory.open(state.run_dir, state)  # constructs, then sets up (engine, images, network)
     except BaseException:
         if own_state:
             state.set_status("down", "runtime failed to start")
