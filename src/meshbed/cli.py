@@ -408,7 +408,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
             "state_dir": args.state_dir, "ready_timeout": args.ready_timeout}
     return run_selftest(mutants, Path(args.out), full=args.full,
                         control_markers="quick" if args.tier == "ci" else None, control=not args.no_control,
-                        base=base)
+                        control_cp=args.control, base=base)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -546,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ci: two mutants and the quick tier as control (a few minutes)")
     sp.add_argument("--full", action="store_true", help="run the whole catalog per mutant, not just its targets")
     sp.add_argument("--no-control", action="store_true", help="skip the unmodified control run")
+    sp.add_argument("--control", metavar="CONTROLPLANE",
+                    help="run the control on this control plane instead (e.g. go); default: the builtin one, "
+                         "through the external command-template mechanism")
     sp.add_argument("--out", default="reports/selftest", metavar="DIR", help="where the kill matrix goes")
     sp.add_argument("-f", "--file", dest="topology", help="topology YAML, or an example's name (default: basic)")
     sp.add_argument("--profile", help="conformance profile YAML")

@@ -79,11 +79,12 @@ def _verdicts(results: Path) -> dict[str, dict[str, str]]:
 
 
 def _run_variant(v: Variant, checks: Sequence[str] | None, markers: str | None, base: dict[str, Any],
-                 out: Path, stream: TextIO) -> None:
+                 out: Path, stream: TextIO, control_cp: str | None = None) -> None:
     from .run import RunOptions, run
     vdir = out / v.name
     vdir.mkdir(parents=True, exist_ok=True)
-    opts = RunOptions(controlplane=template(None if v.name == CONTROL else v.name), out_dir=str(vdir),
+    cp = (control_cp or template(None)) if v.name == CONTROL else template(v.name)
+    opts = RunOptions(controlplane=cp, out_dir=str(vdir),
                       keyword=keyword(checks) if checks else None, markers=markers,
                       log=str(vdir / "pytest.log"), **base)
     t0 = time.monotonic()
@@ -95,7 +96,8 @@ def _run_variant(v: Variant, checks: Sequence[str] | None, markers: str | None, 
 
 
 def run_selftest(mutants: Sequence[str], out: Path, *, full: bool = False, control_markers: str | None = None,
-                 control: bool = True, base: dict[str, Any] | None = None, stream: TextIO | None = None) -> int:
+                 control: bool = True, control_cp: str | None = None, base: dict[str, Any] | None = None,
+                 stream: TextIO | None = None) -> int:
     """Run the control and every mutant; write selftest.json/.html; 0 when all are killed and the control passes."""
     stream = stream or sys.stdout
     unknown = [m for m in mutants if m not in MUTANTS]
@@ -105,13 +107,13 @@ def run_selftest(mutants: Sequence[str], out: Path, *, full: bool = False, contr
     base = base or {}
     variants = [Variant(m, MUTANTS[m].description, MUTANTS[m].targets) for m in mutants]
     if control:
-        variants.append(Variant(CONTROL, "the reference control plane, unmodified", ()))
+        variants.append(Variant(CONTROL, f"{control_cp or 'the reference control plane'}, unmodified", ()))
     for i, v in enumerate(variants, 1):
         checks = None if (v.name == CONTROL or full) else v.targets
         what = (f"-m {control_markers}" if control_markers else "the whole catalog") if checks is None \
             else ", ".join(checks)
         print(f"selftest [{i}/{len(variants)}] {v.name}: {what} ...", file=stream, flush=True)
-        _run_variant(v, checks, control_markers if v.name == CONTROL else None, base, out, stream)
+        _run_variant(v, checks, control_markers if v.name == CONTROL else None, base, out, stream, control_cp)
         print(f"selftest [{i}/{len(variants)}] {v.name}: {v.outcome} in {v.duration_s:.0f} s "
               f"({', '.join(c + ' ' + r['verdict'] for c, r in sorted(v.verdicts.items())) or 'no verdicts'})",
               file=stream, flush=True)
