@@ -7,12 +7,14 @@ images are built on first use (`meshbed provision --docker` builds them ahead).
 from __future__ import annotations
 
 import contextlib
+import sys
 import uuid
 
 import pytest
 
 from meshbed import httpc, wait
-from meshbed.runtime.docker import LABEL_RUN, engine_status
+from meshbed.runtime.docker_engine import engine_status
+from meshbed.runtime.docker_naming import LABEL_RUN
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -130,3 +132,33 @@ def test_sweeper_removes_a_dead_runs_containers_by_label(tmp_path):
     swept = sweep_run(st)
     assert ct.name in swept and f"network {net.name}" in swept
     assert _containers(st.run_id) == [] and st.data["status"] == "down"
+
+
+def test_a_port_not_announced_up_front_is_reached_through_the_forwarder(tmp_path):
+    """Without prepare_pod, the pause container publishes the first member's port; a later
+    member's port is published by a forwarder container (meshbed.runtime.forwarder in meshbed/python)."""
+    from meshbed.ports import PortAllocator
+    from meshbed.runtime.base import ComponentSpec
+    from meshbed.runtime.docker import DockerRuntime
+    from meshbed.runtime.state import RunState
+    st = RunState.create(tmp_path, "docker", "t.yaml")
+    ports = PortAllocator()
+    p1, p2 = ports.take(), ports.take()
+
+    def web(name, port):
+        return ComponentSpec(name=name, kind="app", pod="web", ports={"http": port},
+                             argv=[sys.executable, "-m", "http.server", str(port), "--bind", "0.0.0.0"])
+
+    rt = DockerRuntime.open(st.run_dir, st)
+    try:
+        a, b = rt.start(web("web-a", p1)), rt.start(web("web-b", p2))
+        for h in (a, b):
+            wait.until(lambda h=h: httpc.get(h.url("http", "/"), timeout=2).status == 200, 60,
+                       interval=0.2, what=f"{h.name} through its published port")
+        fwd = [c for c in _containers(st.run_id) if c.labels.get("meshbed.component") == f"fwd-web-{p2}"]
+        assert len(fwd) == 1 and fwd[0].status == "running"
+        assert fwd[0].attrs["HostConfig"]["PortBindings"] == {f"{p2}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(p2)}]}
+    finally:
+        rt.close()
+    assert _containers(st.run_id) == []
+    assert _docker().networks.list(filters={"label": f"{LABEL_RUN}={st.run_id}"}) == []

@@ -3,7 +3,7 @@
 from .base import ComponentSpec, Handle, Runtime, register_runtime, runtime_factory, runtime_names
 from .process import ProcessRuntime
 
-try:  # registers the "docker" runtime and its sweeper; the docker SDK itself is imported lazily
+try:  # registers the "docker" runtime and its sweeper; nothing else happens until DockerRuntime.open()
     from . import docker as _docker  # noqa: F401
 except ImportError:  # pragma: no cover - a broken install must not break the process runtime
     pass

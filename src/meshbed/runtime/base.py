@@ -10,9 +10,14 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar, TypeVar
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .state import RunState
+
+R = TypeVar("R", bound="Runtime")
 
 
 @dataclass
@@ -109,7 +114,13 @@ class Handle(abc.ABC):
 
 
 class Runtime(abc.ABC):
-    """Starts components for one run; close() stops every one it started."""
+    """Starts components for one run; close() stops every one it started.
+
+    The constructor only stores its arguments; ``open`` constructs and then runs
+    ``setup`` (whatever the runtime needs before its first component: an
+    engine, images, a network), so a caller gets a ready runtime or an error
+    with nothing left behind.
+    """
 
     name: ClassVar[str]
 
@@ -119,6 +130,28 @@ class Runtime(abc.ABC):
     @classmethod
     def preflight(cls) -> None:
         """Raise a one-line MeshbedError if this runtime cannot work here (e.g. no Docker engine)."""
+
+    @classmethod
+    def open(cls: type[R], run_dir: Path, state: "RunState | None" = None) -> R:
+        """A runtime for ``run_dir``, set up and ready to start components.
+
+        close() is armed before setup's first side effect: when setup fails,
+        close() undoes whatever it did (its own error is dropped in favour of
+        setup's) and setup's error propagates.
+        """
+        rt = cls(run_dir, state)  # type: ignore[call-arg]  # every registered runtime takes (run_dir, state)
+        try:
+            rt.setup()
+        except BaseException:
+            try:
+                rt.close()
+            except Exception:  # noqa: BLE001 - report setup's error, not the cleanup's
+                pass
+            raise
+        return rt
+
+    def setup(self) -> None:
+        """Acquire what the runtime needs before its first component (called once, by ``open``)."""
 
     @abc.abstractmethod
     def start(self, spec: ComponentSpec) -> Handle: ...
@@ -167,7 +200,7 @@ def stop_in_order(handles: list[Handle], max_workers: int = 16) -> list[str]:
     return errors
 
 
-_RUNTIMES: dict[str, Callable[..., Runtime]] = {}
+_RUNTIMES: dict[str, type[Runtime]] = {}
 
 
 def register_runtime(name: str) -> Callable[[type[Runtime]], type[Runtime]]:
@@ -179,7 +212,8 @@ def register_runtime(name: str) -> Callable[[type[Runtime]], type[Runtime]]:
     return deco
 
 
-def runtime_factory(name: str) -> Callable[..., Runtime]:
+def runtime_factory(name: str) -> type[Runtime]:
+    """The runtime class registered as ``name``: ``preflight()`` it, then ``open(run_dir, state)``."""
     if name not in _RUNTIMES:
         raise ConfigError(f"unknown runtime {name!r}; available: {', '.join(sorted(_RUNTIMES))}")
     return _RUNTIMES[name]

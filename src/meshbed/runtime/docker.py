@@ -1,43 +1,25 @@
 """The docker runtime: every component in a container (testcontainers + the docker SDK).
 
-Design (docs/docker.md has the long form):
+docs/docker.md has the long form. The parts:
 
-- One user-defined bridge network per run, ``meshbed-<run id>``, with a subnet
-  the runtime picks, so every pod gets a *static* IP that is known before the
-  pod starts: ``internal_host(pod)`` returns it. (Envoy's STATIC clusters and
-  EDS endpoints need IP addresses, not names; each pod is also reachable by its
-  name as a network alias.)
-- Pods: the app and the sidecar of an instance share one network namespace.
-  A small "pause" container (``sleep infinity`` in meshbed/base) holds the
-  namespace, the IP, the alias and the published ports; members join it with
-  ``network_mode=container:<pause>``, so killing or restarting a member never
-  loses the pod's network. ``prepare_pod(pod, ports)`` (called by the mesh
-  before the first member starts) publishes every port of the pod at once;
-  without it the pause container publishes the first member's ports and a
-  later member's ports are forwarded by a tiny TCP-forwarder container.
-  Infrastructure (consul, jaeger, toxiproxy, control plane) runs as one
-  container per pod, straight on the network.
-- Every port is published on 127.0.0.1 with the same host port number; inside
-  containers components bind 0.0.0.0 (``listen_host()``).
-- The run directory is bind-mounted at the same path in every container, so
-  spec files, relative argv paths and absolute host paths under it (Envoy
-  access logs) work unchanged; each component appends its stdout+stderr to
-  ``<run_dir>/<name>/<name>.log`` itself, so ``log_tail`` works and logs
-  survive a dead supervisor.
-- argv[0] (a host path) maps to an image and an in-image path by
-  ``meshbed.images.image_for``: python* -> meshbed/python's /usr/bin/python3,
-  envoy/consul/jaeger/toxiproxy -> /usr/local/bin/<kind> in meshbed/<kind>.
-- Every container and the network carry ``meshbed=1`` and
-  ``meshbed.run=<run id>``; ids are recorded in RunState.data["containers"] /
-  ["networks"], and a sweeper in EXTRA_SWEEPERS removes a run's leftovers by
-  label (Ryuk is disabled: it cannot be pulled here).
+- ``docker_naming``: container, network and label names; argv -> image mapping;
+- ``docker_engine``: the engine client, doctor's line, sweeping a run by label;
+- ``docker_container``: one container through testcontainers (Ryuk off while open);
+- ``docker_network``: the run's network (static IP per pod) and pods (pause
+  containers, published ports, forwarders: ``forwarder.py``);
+- here: ``DockerRuntime`` and ``DockerHandle``.
+
+``DockerRuntime(run_dir, state)`` only stores; ``DockerRuntime.open(run_dir,
+state)`` (what ``mesh_build.bring_up`` calls) pings the engine, builds missing
+images and creates the network. Every port is published on 127.0.0.1 under
+the same number; inside containers components bind 0.0.0.0. The run directory
+is bind-mounted at the same path everywhere and each component appends its
+output to ``<run_dir>/<name>/<name>.log``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import random
+import contextlib
 import sys
 import threading
 import time
@@ -45,150 +27,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
-os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+from ..errors import ComponentError
+from .base import ComponentSpec, Handle, Runtime, register_runtime, stop_in_order
+from .docker_container import ryuk_disabled, run_container
+# client, engine_status and LABEL_RUN are imported from here by the CLI and the tests
+from .docker_engine import client, engine_status, remove, sweep_docker_run
+from .docker_naming import LABEL_COMPONENT, LABEL_RUN, container_name, map_argv, run_labels, wrap_command
+from .docker_network import Pods, RunNetwork
+from .state import RunState
 
-from ..errors import ComponentError  # noqa: E402
-from ..images.build import BASE_TAG  # noqa: E402
-from .base import ComponentSpec, Handle, Runtime, register_runtime, stop_in_order  # noqa: E402
-from .state import EXTRA_SWEEPERS, RunState  # noqa: E402
-
-LABEL = "meshbed"
-LABEL_RUN = "meshbed.run"
-LABEL_COMPONENT = "meshbed.component"
-LABEL_POD = "meshbed.pod"
-SHARED_KINDS = ("app", "envoy")  # kinds whose pods get a pause container
-# appends the component's output to its log file, then becomes the component (exec)
-LOG_WRAPPER = 'exec "$0" "$@" >>"$MESHBED_LOG" 2>&1'
-FORWARDER = r"""
-import asyncio, sys
-lp, th, tp = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-async def pipe(r, w):
-    try:
-        while True:
-            d = await r.read(65536)
-            if not d:
-                break
-            w.write(d)
-            await w.drain()
-    except Exception:
-        pass
-    finally:
-        try:
-            w.close()
-        except Exception:
-            pass
-async def handle(r, w):
-    try:
-        r2, w2 = await asyncio.open_connection(th, tp)
-    except Exception:
-        w.close()
-        return
-    await asyncio.gather(pipe(r, w2), pipe(r2, w))
-async def main():
-    srv = await asyncio.start_server(handle, "0.0.0.0", lp)
-    async with srv:
-        await srv.serve_forever()
-asyncio.run(main())
-"""
-ENGINE_HINT = "start dockerd (sudo dockerd > /var/log/dockerd.log 2>&1 &) or set DOCKER_HOST"
+__all__ = ["DockerHandle", "DockerRuntime", "LABEL_RUN", "client", "engine_status", "sweep_docker_run"]
 
 
-# -- pure helpers (unit-tested) -------------------------------------------------
+def _stderr(s: str) -> None:
+    print(f"meshbed docker: {s}", file=sys.stderr, flush=True)
 
-def run_labels(run_id: str, **extra: str) -> dict[str, str]:
-    labels = {LABEL: "1", LABEL_RUN: run_id}
-    labels.update({f"meshbed.{k}": v for k, v in extra.items()})
-    return labels
-
-
-def container_name(run_id: str, name: str) -> str:
-    return f"meshbed-{run_id}-{name}"
-
-
-def network_name(run_id: str) -> str:
-    return f"meshbed-{run_id}"
-
-
-def map_argv(kind: str, argv: list[str]) -> tuple[str, list[str]]:
-    """(image key, argv inside the image) for a spec's host argv."""
-    from ..images import image_for
-    key, exe = image_for(kind, argv[0])
-    return key, [exe, *argv[1:]]
-
-
-def wrap_command(argv: list[str]) -> list[str]:
-    return ["/bin/sh", "-c", LOG_WRAPPER, *argv]
-
-
-def port_bindings(ports: Iterable[int]) -> dict[str, tuple[str, int]]:
-    """Publish each port on 127.0.0.1 under the same number."""
-    return {f"{p}/tcp": ("127.0.0.1", int(p)) for p in ports}
-
-
-def _host_routes() -> list[ipaddress.IPv4Network]:
-    out = []
-    try:
-        with open("/proc/net/route") as fh:
-            next(fh)
-            for line in fh:
-                f = line.split()
-                dest, mask = int(f[1], 16), int(f[7], 16)
-                if dest == 0:
-                    continue
-                net = ipaddress.IPv4Network((ipaddress.IPv4Address(dest.to_bytes(4, "little")),
-                                             bin(mask).count("1")), strict=False)
-                out.append(net)
-    except (OSError, ValueError, StopIteration):
-        pass
-    return out
-
-
-def pick_subnet(taken: Iterable[ipaddress.IPv4Network], rng: random.Random | None = None) -> ipaddress.IPv4Network:
-    """A /22 in 10.200.0.0-10.254.255.255 that overlaps no taken network."""
-    rng = rng or random.Random()
-    taken = list(taken)
-    for _ in range(200):
-        net = ipaddress.IPv4Network(f"10.{rng.randint(200, 254)}.{rng.randrange(0, 256, 4)}.0/22")
-        if not any(net.overlaps(t) for t in taken):
-            return net
-    raise ComponentError("no free /22 subnet for the run's docker network in 10.200-254.x.x",
-                         hint="remove unused docker networks (`docker network prune`)")
-
-
-# -- the engine -------------------------------------------------------------------
-
-def client(timeout: int = 60) -> Any:
-    """A docker SDK client, or a ComponentError saying how to get an engine."""
-    try:
-        import docker
-    except ImportError as exc:
-        raise ComponentError("the docker runtime needs the docker SDK and testcontainers",
-                             hint="pip install 'meshbed[docker]'") from exc
-    try:
-        c = docker.from_env(timeout=timeout)
-        c.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
-        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        raise ComponentError(f"docker: engine not reachable at {where}: {type(exc).__name__}", hint=ENGINE_HINT) from exc
-    return c
-
-
-def engine_status() -> tuple[bool, str]:
-    """(usable, one line) for `meshbed doctor`."""
-    try:
-        c = client(timeout=5)
-    except ComponentError as exc:
-        return False, str(exc)
-    try:
-        v = c.version()
-        return True, f"docker engine {v.get('Version', '?')} (API {v.get('ApiVersion', '?')})"
-    except Exception as exc:  # noqa: BLE001
-        return False, f"docker: engine answered ping but not version: {exc}"
-    finally:
-        c.close()
-
-
-# -- handles ------------------------------------------------------------------------
 
 class DockerHandle(Handle):
     def __init__(self, rt: "DockerRuntime", spec: ComponentSpec, image: str, command: list[str]) -> None:
@@ -279,162 +132,55 @@ class DockerHandle(Handle):
         return d
 
 
-class _Pod:
-    def __init__(self, name: str, holder: Any, published: set[int], shared: bool) -> None:
-        self.name = name
-        self.holder = holder  # the container whose network namespace the pod uses
-        self.published = published
-        self.shared = shared  # holder is a pause container
-        self.forwarders: list[Any] = []
-
-
 @register_runtime("docker")
 class DockerRuntime(Runtime):
-    def __init__(self, run_dir: Path, state: RunState | None = None,
-                 progress: Any = lambda s: print(f"meshbed docker: {s}", file=sys.stderr, flush=True)) -> None:
+    def __init__(self, run_dir: Path, state: RunState | None = None, progress: Any = _stderr) -> None:
         super().__init__(run_dir)
-        from testcontainers.core.config import testcontainers_config
-        testcontainers_config.ryuk_disabled = True  # Ryuk cannot be pulled here; we sweep by label
         self.state = state
         self.run_id = state.run_id if state is not None else run_dir.name
-        self.client = client()
-        from ..images import ensure_images
-        self.images = ensure_images(self.client, progress)
+        self.progress = progress
+        self.client: Any = None  # docker.DockerClient, once open
+        self.images: dict[str, str] = {}  # {kind: tag}, filled by setup
+        self.network = RunNetwork(self.run_id, state)
+        self.pods = Pods(self.run_id, self.network, self._run, self.images)
         self.handles: list[DockerHandle] = []
-        self._pods: dict[str, _Pod] = {}
-        self._extra: list[Any] = []  # pause + forwarder containers
-        self._ips: dict[str, str] = {}
+        self._orphans: list[Any] = []  # containers created but never started
         self._lock = threading.RLock()
-        self.network = self._create_network()
-        self._hosts = (str(h) for h in self.subnet.hosts() if h != self.gateway)
+        self._scope = contextlib.ExitStack()  # what setup changed outside this object (Ryuk off)
 
-    # -- network and addresses --------------------------------------------------
+    @classmethod
+    def preflight(cls) -> None:
+        client(timeout=10).close()
 
-    def _create_network(self) -> Any:
-        import docker.errors
-        from docker.types import IPAMConfig, IPAMPool
-        name = network_name(self.run_id)
-        for _ in range(10):
-            taken = list(_host_routes())
-            for n in self.client.networks.list():
-                for cfg in (n.attrs.get("IPAM") or {}).get("Config") or []:
-                    try:
-                        taken.append(ipaddress.IPv4Network(cfg.get("Subnet", ""), strict=False))
-                    except ValueError:
-                        pass
-            subnet = pick_subnet(taken)
-            gateway = next(subnet.hosts())
-            try:
-                net = self.client.networks.create(
-                    name, driver="bridge", labels=run_labels(self.run_id), check_duplicate=True,
-                    ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(gateway))]))
-            except docker.errors.APIError as exc:
-                if "overlap" in str(exc).lower():
-                    continue  # raced another run for the subnet: pick again
-                raise ComponentError(f"cannot create docker network {name}: {exc}") from exc
-            self.subnet, self.gateway = subnet, gateway
-            if self.state is not None:
-                self.state.update(lambda d: d.setdefault("networks", []).append(
-                    {"name": name, "id": net.id, "subnet": str(subnet)}))
-            return net
-        raise ComponentError(f"cannot create docker network {name}: every subnet tried overlapped")
+    def setup(self) -> None:
+        """Ping the engine, build missing or stale images, create the run's network."""
+        self.client = client()
+        self._scope.enter_context(ryuk_disabled())  # from here on testcontainers starts containers
+        from ..images import ensure_images
+        self.images.update(ensure_images(self.client, self.progress))
+        self.network.create(self.client)
+
+    # -- addresses -------------------------------------------------------------
 
     def listen_host(self) -> str:
         return "0.0.0.0"
 
     def internal_host(self, pod: str) -> str:
-        with self._lock:
-            if pod not in self._ips:
-                try:
-                    self._ips[pod] = next(self._hosts)
-                except StopIteration:
-                    raise ComponentError(f"the run's network {self.subnet} has no address left for {pod}") from None
-            return self._ips[pod]
+        return self.network.ip(pod)
 
     # -- containers --------------------------------------------------------------
 
-    def _record(self, c: Any, component: str) -> None:
+    def _run(self, image: str, name: str, command: list[str], *, labels: dict[str, str],
+             placement: dict[str, Any], ports: Iterable[int] = (), env: dict[str, str] | None = None,
+             workdir: Path | None = None) -> Any:
+        """Start one container and record it in the run state (close() and the sweeper find it)."""
+        c = run_container(image, name, command, mount=self.run_dir, labels=labels, placement=placement,
+                          ports=ports, env=env, workdir=workdir, orphan=self._orphans.append)
         if self.state is not None:
+            component = labels.get(LABEL_COMPONENT, name)
             self.state.update(lambda d: d.setdefault("containers", []).append(
                 {"name": c.name, "id": c.id, "component": component}))
-
-    def _container(self, image: str, name: str, command: list[str], *, labels: dict[str, str],
-                   ports: Iterable[int] = (), ip_of: str | None = None, join: Any = None,
-                   env: dict[str, str] | None = None, workdir: Path | None = None, hostname: str | None = None) -> Any:
-        """Create and start one container through testcontainers' DockerContainer."""
-        from docker.types import EndpointConfig
-        from testcontainers.core.container import DockerContainer
-        dc = DockerContainer(image, command=command, name=name, env=dict(env or {}))
-        # with_bind_ports cannot say 127.0.0.1: hand the SDK its (host ip, port) form directly
-        dc.ports.update(port_bindings(ports))  # type: ignore[arg-type]
-        dc.with_volume_mapping(str(self.run_dir), str(self.run_dir), "rw")
-        kwargs: dict[str, Any] = {"labels": labels, "init": True, "user": f"{os.getuid()}:{os.getgid()}"}
-        if workdir is not None:
-            kwargs["working_dir"] = str(workdir)
-        if join is not None:
-            kwargs["network_mode"] = f"container:{join.id}"
-        else:
-            assert ip_of is not None
-            net = self.network.name
-            kwargs["network"] = net
-            kwargs["hostname"] = hostname or ip_of
-            kwargs["networking_config"] = {net: EndpointConfig(
-                self.client.api._version, aliases=[ip_of], ipv4_address=self.internal_host(ip_of))}
-        dc.with_kwargs(**kwargs)
-        try:
-            dc.start()
-        except Exception as exc:  # noqa: BLE001 - surface as a component error
-            c = getattr(dc, "_container", None)
-            if c is not None:
-                self._extra.append(c)  # created but not started: close() removes it
-            raise ComponentError(f"cannot start container {name} ({image}): {exc}",
-                                 hint="`docker ps -a --filter label=meshbed.run` shows the run's containers") from exc
-        c = dc.get_wrapped_container()
-        self._record(c, labels.get(LABEL_COMPONENT, name))
         return c
-
-    @classmethod
-    def preflight(cls) -> None:
-        client(timeout=10)
-
-    def discard(self, pod: str, handles: list[Handle]) -> None:
-        """Remove a scaled-down pod's containers (members, pause, forwarders) and forget the pod."""
-        with self._lock:
-            for h in handles:
-                if h in self.handles:
-                    self.handles.remove(h)  # type: ignore[arg-type]
-                c = getattr(h, "container", None)
-                if c is not None:
-                    _remove(c)
-            p = self._pods.pop(pod, None)
-            if p is not None:
-                for c in [*p.forwarders, p.holder]:
-                    if c in self._extra:
-                        self._extra.remove(c)
-                    _remove(c)
-
-    def prepare_pod(self, pod: str, ports: Iterable[int]) -> None:
-        """Create the pod's pause container publishing every port its members will use."""
-        with self._lock:
-            if pod not in self._pods:
-                self._pods[pod] = self._pause(pod, set(ports))
-
-    def _pause(self, pod: str, ports: set[int]) -> _Pod:
-        c = self._container(BASE_TAG, container_name(self.run_id, f"pod-{pod}"),
-                            ["sleep", "infinity"], labels=run_labels(self.run_id, pod=pod, component=f"pod-{pod}"),
-                            ports=sorted(ports), ip_of=pod, hostname=pod)
-        self._extra.append(c)
-        return _Pod(pod, c, set(ports), shared=True)
-
-    def _forward(self, pod: _Pod, port: int) -> None:
-        """Fallback when the pod's ports were not known up front: publish one more port via a forwarder."""
-        key = f"fwd-{pod.name}-{port}"
-        c = self._container(self.images["python"], container_name(self.run_id, key),
-                            ["python3", "-c", FORWARDER, str(port), self.internal_host(pod.name), str(port)],
-                            labels=run_labels(self.run_id, pod=pod.name, component=key), ports=[port], ip_of=key)
-        self._extra.append(c)
-        pod.forwarders.append(c)
-        pod.published.add(port)
 
     def _create(self, h: DockerHandle) -> Any:
         spec = h.spec
@@ -446,22 +192,30 @@ class DockerRuntime(Runtime):
         name = container_name(self.run_id, spec.name)
         ports = set(spec.ports.values())
         with self._lock:
-            pod = self._pods.get(pod_name)
-            if pod is None and spec.kind in SHARED_KINDS:
-                pod = self._pods[pod_name] = self._pause(pod_name, ports)
-            if pod is not None and pod.shared:
-                for p in sorted(ports - pod.published):
-                    self._forward(pod, p)
-                return self._container(self._image_of(h), name, h._command, labels=labels, join=pod.holder,
-                                       env=env, workdir=h.workdir)
-            c = self._container(self._image_of(h), name, h._command, labels=labels, ports=ports, ip_of=pod_name,
-                                env=env, workdir=h.workdir, hostname=pod_name)
-            if pod is None:
-                self._pods[pod_name] = _Pod(pod_name, c, ports, shared=False)
+            joined = self.pods.member(pod_name, spec.kind, ports)
+            if joined is not None:
+                return self._run(h._image, name, h._command, labels=labels, placement=joined,
+                                 env=env, workdir=h.workdir)
+            c = self._run(h._image, name, h._command, labels=labels, ports=ports,
+                          placement=self.network.attach(pod_name, hostname=pod_name), env=env, workdir=h.workdir)
+            self.pods.adopt(pod_name, c, ports)
             return c
 
-    def _image_of(self, h: DockerHandle) -> str:
-        return h._image
+    def prepare_pod(self, pod: str, ports: Iterable[int]) -> None:
+        with self._lock:
+            self.pods.prepare(pod, ports)
+
+    def discard(self, pod: str, handles: list[Handle]) -> None:
+        """Remove a scaled-down pod's containers (members, pause, forwarders) and forget the pod."""
+        with self._lock:
+            for h in handles:
+                if h in self.handles:
+                    self.handles.remove(h)  # type: ignore[arg-type]
+                c = getattr(h, "container", None)
+                if c is not None:
+                    remove(c)
+            for c in self.pods.discard(pod):
+                remove(c)
 
     def start(self, spec: ComponentSpec) -> DockerHandle:
         key, argv = map_argv(spec.kind, spec.argv)
@@ -473,65 +227,32 @@ class DockerRuntime(Runtime):
     # -- teardown ----------------------------------------------------------------
 
     def close(self) -> None:
-        errors = stop_in_order(list(self.handles), max_workers=8)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            containers = [h.container for h in self.handles if h.container is not None] + self._extra
-            list(pool.map(_remove, containers))
-        self.handles.clear()
-        self._extra.clear()
-        self._pods.clear()
+        """Stop apps, proxies, then infrastructure; remove every container and the network; sweep by label.
+
+        Safe after a failed or partial ``setup``: it undoes only what happened.
+        """
         try:
-            self.network.remove()
-        except Exception as exc:  # noqa: BLE001 - the sweep below retries
-            errors.append(f"network {self.network.name}: {exc}")
-        swept = sweep_docker_run(self.run_id, self.client)  # anything created but never tracked
-        if self.state is not None:
-            self.state.update(lambda d: d.update(containers=[], networks=[]))
-        self.client.close()
-        if swept:
-            errors.append(f"swept untracked {', '.join(swept)}")
-        if errors:
-            raise ComponentError("some containers did not stop cleanly: " + "; ".join(errors))
-
-
-def _remove(c: Any) -> None:
-    try:
-        c.remove(force=True, v=True)
-    except Exception:  # noqa: BLE001 - already gone
-        pass
-
-
-def sweep_docker_run(run_id: str, c: Any) -> list[str]:
-    """Remove every container and network labelled with ``run_id``; return what was removed."""
-    removed: list[str] = []
-    flt = {"label": f"{LABEL_RUN}={run_id}"}
-    for ct in c.containers.list(all=True, filters=flt):
-        _remove(ct)
-        removed.append(ct.name)
-    for net in c.networks.list(filters=flt):
-        try:
-            net.remove()
-            removed.append(f"network {net.name}")
-        except Exception:  # noqa: BLE001
-            pass
-    return removed
-
-
-def _sweeper(state: RunState) -> list[str]:
-    d = state.data
-    if d.get("runtime") != "docker" and not d.get("containers") and not d.get("networks"):
-        return []
-    try:
-        c = client(timeout=20)
-    except ComponentError:
-        return []
-    try:
-        swept = sweep_docker_run(state.run_id, c)
-    finally:
-        c.close()
-    state.update(lambda dd: dd.update(containers=[], networks=[]))
-    return swept
-
-
-if _sweeper not in EXTRA_SWEEPERS:
-    EXTRA_SWEEPERS.append(_sweeper)
+            if self.client is None:
+                return  # never reached the engine: nothing was created
+            errors = stop_in_order(list(self.handles), max_workers=8)
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                containers = [h.container for h in self.handles if h.container is not None]
+                list(pool.map(remove, containers + self.pods.extra + self._orphans))
+            self.handles.clear()
+            self._orphans.clear()
+            self.pods.clear()
+            try:
+                self.network.remove()
+            except Exception as exc:  # noqa: BLE001 - the sweep below retries
+                errors.append(f"network {self.network.name}: {exc}")
+            swept = sweep_docker_run(self.run_id, self.client)  # anything created but never tracked
+            if self.state is not None:
+                self.state.update(lambda d: d.update(containers=[], networks=[]))
+            self.client.close()
+            self.client = None  # a second close() is a no-op
+            if swept:
+                errors.append(f"swept untracked {', '.join(swept)}")
+            if errors:
+                raise ComponentError("some containers did not stop cleanly: " + "; ".join(errors))
+        finally:
+            self._scope.close()  # Ryuk setting restored once no runtime holds it
