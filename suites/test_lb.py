@@ -8,9 +8,13 @@ sidecar, so the backend spread is the sum of the frontend Envoys' decisions.
 Per-endpoint counts come from two independent sources and both are kept as
 evidence: Envoy's per-host ``rq_total`` deltas in ``/clusters`` of every
 frontend sidecar, and each backend instance's own ``/meshbed/stats`` counter
-delta. Figures are judged on the worse of the two sources. Every test sets its
-policy through ``meshbed.policy_control`` (KV write + wait until every
-subscriber's config_dump shows it) and restores the baseline policy after.
+delta. Figures are judged on the worse of the two sources.
+
+Each check: setup (fixtures, scaled-up instances), apply (a policy through
+``meshbed.policy_control`` -- KV write + wait until every subscriber's
+config_dump shows it, baseline restored after -- and a fault, undone on exit),
+measure (a batch of requests counted by both sources: ``lb.Counts``), judge
+(meshbed.measure.lb: pure functions to figures).
 """
 
 from __future__ import annotations
@@ -21,14 +25,13 @@ from typing import Any, Iterator
 
 import pytest
 
-from meshbed import httpc, policy_control, wait
+from meshbed import httpc, policy_control, scenario, wait
 from meshbed.chaos import faults
-from meshbed.errors import WaitTimeout
-from meshbed.observe import envoy_admin
+from meshbed.errors import ConfigError, WaitTimeout
+from meshbed.measure import lb
+from meshbed.measure.discovery import slowest
+from meshbed.observe import convergence, envoy_admin
 from meshbed.policy import OutlierDetection, Retries, ServicePolicy
-from meshbed.measure.lb import (affinity_pct, by_version, disagreement_pct, ejections, keys_moved, modal,
-                                shares, slow_share_ratio, spread_stats)
-from meshbed.stats import rate_pct
 from meshbed.traffic import Batch, drive
 
 pytestmark = [pytest.mark.lb, pytest.mark.integration]
@@ -36,112 +39,82 @@ pytestmark = [pytest.mark.lb, pytest.mark.integration]
 SERVICE = "backend"
 ENVOY_SRC = "envoy admin /clusters rq_total (frontend sidecars)"
 APP_SRC = "instance /meshbed/stats"
+WORSE = f"worse of {ENVOY_SRC} / {APP_SRC}"
+_OD = "cluster.{}.outlier_detection."
 
 
-# -- counting --------------------------------------------------------------
-
-def _host_instance(mesh) -> dict[str, str]:
-    return {addr: inst for inst, addr in mesh.advertised.items()}
-
+# -- measure: requests per backend instance, by both sources ----------------------
 
 def envoy_counts(mesh, service: str = SERVICE) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
     """{envoy: {cluster: {instance: {rq_total, rq_error}}}} for every cluster of ``service``."""
-    by_addr = _host_instance(mesh)
-    out: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
-    for node, h in mesh.subscribers(service).items():
-        per: dict[str, dict[str, dict[str, int]]] = {}
-        for cname, hosts in envoy_admin.clusters(h.url("admin")).items():
-            if cname.split("~", 1)[0] != service:
-                continue
-            per[cname] = {(x.hostname or by_addr.get(x.address, x.address)):
-                          {"rq_total": x.rq_total, "rq_error": x.rq_error} for x in hosts}
-        out[node] = per
-    return out
+    by_addr = {addr: inst for inst, addr in mesh.advertised.items()}
+    return {node: {cname: {(x.hostname or by_addr.get(x.address, x.address)):
+                           {"rq_total": x.rq_total, "rq_error": x.rq_error} for x in hosts}
+                   for cname, hosts in envoy_admin.clusters(url).items() if cname.split("~", 1)[0] == service}
+            for node, url in scenario.subscriber_urls(mesh, service).items()}
+
+
+def _app_stats(mesh, inst: str) -> dict[str, Any]:
+    return httpc.get_json(mesh.apps[inst].url("http", "/meshbed/stats"), 5)
 
 
 def app_counts(mesh, instances: list[str]) -> dict[str, int]:
-    return {i: int(httpc.get_json(mesh.apps[i].url("http", "/meshbed/stats"), 5)["requests"]) for i in instances}
+    return {i: int(_app_stats(mesh, i)["requests"]) for i in instances}
 
 
 class Counter:
-    """Before/after snapshots of both sources for the instances of ``service``."""
+    """Both sources read once now; :meth:`settle` reads them again once they agree."""
 
-    def __init__(self, mesh, instances: list[str], service: str = SERVICE) -> None:
-        self.mesh, self.instances, self.service = mesh, list(instances), service
-        self.env0 = envoy_counts(mesh, service)
-        self.app0 = app_counts(mesh, self.instances)
+    def __init__(self, mesh, instances: list[str]) -> None:
+        self.mesh, self.instances = mesh, list(instances)
+        self.env0, self.app0 = envoy_counts(mesh), app_counts(mesh, self.instances)
 
-    def envoy_delta(self) -> tuple[dict[str, int], dict[str, Any]]:
-        """(per-instance rq_total delta summed over subscriber Envoys and clusters, raw per envoy/cluster)."""
-        now = envoy_counts(self.mesh, self.service)
-        tot = {i: 0 for i in self.instances}
-        raw: dict[str, Any] = {}
-        for node, per in now.items():
-            for cname, hosts in per.items():
-                for inst, st in hosts.items():
-                    before = self.env0.get(node, {}).get(cname, {}).get(inst, {"rq_total": 0, "rq_error": 0})
-                    d = st["rq_total"] - before["rq_total"]
-                    e = st["rq_error"] - before["rq_error"]
-                    raw.setdefault(node, {}).setdefault(cname, {})[inst] = {"rq_total": d, "rq_error": e}
-                    if inst in tot:
-                        tot[inst] += d
-        return tot, raw
+    def read(self) -> lb.Counts:
+        return lb.counted(self.env0, envoy_counts(self.mesh), self.app0, app_counts(self.mesh, self.instances),
+                          self.instances)
 
-    def app_delta(self) -> dict[str, int]:
-        now = app_counts(self.mesh, self.instances)
-        return {i: now[i] - self.app0[i] for i in self.instances}
-
-    def settle(self, deadline: float = 10.0) -> tuple[dict[str, int], dict[str, int], dict[str, Any]]:
-        """Wait until both sources agree on the total (and stay put), then return both."""
-        box: dict[str, Any] = {}
+    def settle(self, deadline: float = 10.0) -> lb.Counts:
+        """Wait until both sources agree on the total (and stay put); a lasting disagreement is
+        measured (source_disagreement), not an error."""
+        last: list[lb.Counts] = []
 
         def probe() -> bool:
-            env, raw = self.envoy_delta()
-            app = self.app_delta()
-            box.update(env=env, raw=raw, app=app)
-            if sum(env.values()) != sum(app.values()):
-                raise wait.NotYet(f"envoy total {sum(env.values())} != instance total {sum(app.values())}")
+            last[:] = [self.read()]
+            if not last[0].agree:
+                raise wait.NotYet(f"envoy total {last[0].served} != instance total {sum(last[0].app.values())}")
             return True
 
         try:
             wait.until(probe, deadline, interval=0.1, converge=3, what="both request counts to settle")
-        except Exception:  # noqa: BLE001 - a disagreement is measured (source_disagreement), not an error
-            if "env" not in box:
+        except WaitTimeout:
+            if not last:
                 raise
-        return box["env"], box["app"], box["raw"]
+        return last[0]
 
 
-def outcome(batch: Batch) -> dict[str, Any]:
-    return {"requests": batch.n, "ok": batch.ok, "by_status": {str(k): v for k, v in batch.by_status().items()},
-            "errors": sorted({a.error for a in batch.answers if a.error})[:5],
-            "duration_s": round(max((a.sent_at + a.latency_s for a in batch.answers), default=0)
-                                - min((a.sent_at for a in batch.answers), default=0), 3)}
+def _drive_counted(mesh, insts: list[str], n: int, concurrency: int, **kw: Any) -> tuple[Batch, lb.Counts]:
+    """``n`` requests through the ingress, counted per backend instance by both sources."""
+    c = Counter(mesh, insts)
+    batch = drive(mesh.ingress_url, n, concurrency=concurrency, **kw)
+    return batch, c.settle()
 
 
-def backend_of(answer) -> str:
-    """The backend instance that served this request (from the frontend's answer body)."""
-    try:
-        ds = answer.json().get("downstream") or []
-        return str(ds[0].get("instance", "")) if ds else ""
-    except (ValueError, AttributeError):
-        return ""
+def _spread_evidence(check, batch: Batch, counts: lb.Counts, spread: lb.Spread, by: str = "") -> None:
+    check.evidence("requests", lb.outcome(batch))
+    check.chart("spread_map", f"envoy{by}", spread.envoy)
+    check.chart("spread_map", f"instances{by}", spread.instances)
+    check.evidence("envoy_per_frontend", counts.raw)
 
 
-def wait_passing(mesh, instances: list[str], passing: bool = True, deadline: float = 20.0) -> float:
-    """Wait until Consul has each instance registered and passing (or not passing); seconds waited."""
-    t0 = time.monotonic()
-    want = {mesh.advertised[i] for i in instances}
+def _counts_evidence(check, batch: Batch, counts: lb.Counts) -> None:
+    check.evidence("requests", lb.outcome(batch))
+    check.evidence("envoy", counts.envoy)
+    check.evidence("instances", counts.app)
+    check.evidence("envoy_per_frontend", counts.raw)
+    check.evidence("source_disagreement_pct", counts.disagreement_pct)
 
-    def probe() -> bool:
-        st = {i.address: i.status for i in mesh.consul_client().instances(SERVICE)}
-        bad = [a for a in want if (st.get(a) == "passing") != passing]
-        if bad:
-            raise wait.NotYet(f"consul status of {bad}: {[st.get(a) for a in bad]}")
-        return True
 
-    wait.until(probe, deadline, interval=0.1, what=f"consul to show {instances} {'passing' if passing else 'not passing'}")
-    return time.monotonic() - t0
-
+# -- setup and apply ------------------------------------------------------------
 
 @contextlib.contextmanager
 def scaled(mesh, count: int = 1, **kw: Any) -> Iterator[list[str]]:
@@ -149,19 +122,12 @@ def scaled(mesh, count: int = 1, **kw: Any) -> Iterator[list[str]]:
     added: list[str] = []
     try:
         for _ in range(count):
-            added.append(mesh.add_instance(SERVICE, **kw))
-        wait_passing(mesh, added)
+            added.append(mesh.scale.add_instance(SERVICE, **kw))
+        scenario.consul_shows(mesh.consul_client(), SERVICE, added, "passing", deadline=20.0, interval=0.1)
         yield added
     finally:
         for inst in added:
-            mesh.remove_instance(inst)
-
-
-@contextlib.contextmanager
-def policy(mesh, check, pol: ServicePolicy, service: str = SERVICE) -> Iterator[policy_control.Applied]:
-    """Apply a policy for the block (evidence: how long each Envoy took); baseline restored after."""
-    with policy_control.applied(mesh, service, pol, check) as a:
-        yield a
+            mesh.scale.remove_instance(inst)
 
 
 # -- checks ----------------------------------------------------------------
@@ -170,26 +136,16 @@ def policy(mesh, check, pol: ServicePolicy, service: str = SERVICE) -> Iterator[
 @pytest.mark.check("LB-1")
 def test_lb1_round_robin_spread(mesh, check):
     """ROUND_ROBIN: every endpoint gets 1/N of >= 3000 requests, from both sources."""
-    n_req = check.p.requests
-    conc = check.p.concurrency
+    p = check.p
     insts = sorted(mesh.instances_of(SERVICE))
-    expected = {i: 1 / len(insts) for i in insts}
-    with policy(mesh, check, ServicePolicy(lb_policy="ROUND_ROBIN")):
-        c = Counter(mesh, insts)
-        batch = drive(mesh.ingress_url, n_req, concurrency=conc, keep_body=False)
-        env, app, raw = c.settle()
-    se, sa = spread_stats(env, expected), spread_stats(app, expected)
-    served = sum(env.values())
-    check.evidence("requests", outcome(batch))
-    check.chart("spread_map", "envoy", se)
-    check.chart("spread_map", "instances", sa)
-    check.evidence("envoy_per_frontend", raw)
-    check.figure("max_share_dev", max(se["max_dev_pp"], sa["max_dev_pp"]), "pp", served,
-                 f"worse of {ENVOY_SRC} / {APP_SRC}", min_n=n_req)
-    check.figure("chi2_p", min(se["chi2_p"], sa["chi2_p"]), "", served, f"worse of {ENVOY_SRC} / {APP_SRC}",
-                 min_n=n_req)
-    check.figure("source_disagreement", disagreement_pct(env, app), "%", served, f"{ENVOY_SRC} vs {APP_SRC}",
-                 min_n=n_req)
+    with policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy="ROUND_ROBIN"), check):
+        batch, counts = _drive_counted(mesh, insts, p.requests, p.concurrency, keep_body=False)
+    m = lb.spread(counts, lb.even(insts))
+    _spread_evidence(check, batch, counts, m)
+    check.figure("max_share_dev", m.max_dev_pp, "pp", m.served, WORSE, min_n=p.requests)
+    check.figure("chi2_p", m.chi2_p, "", m.served, WORSE, min_n=p.requests)
+    check.figure("source_disagreement", m.disagreement_pct, "%", m.served, f"{ENVOY_SRC} vs {APP_SRC}",
+                 min_n=p.requests)
     check.judge()
 
 
@@ -197,255 +153,175 @@ def test_lb1_round_robin_spread(mesh, check):
 @pytest.mark.check("LB-2")
 def test_lb2_least_request_avoids_slow_endpoint(mesh, check, toxi, fault_log):
     """LEAST_REQUEST: an endpoint slowed by Toxiproxy latency gets less than half its fair share."""
-    n_req = check.p.requests
-    latency_ms = check.p.latency_ms
-    conc = check.p.concurrency
+    p = check.p
     insts = sorted(mesh.instances_of(SERVICE))
-    slow = insts[-1]
-    fair = 1 / len(insts)
-    with policy(mesh, check, ServicePolicy(lb_policy="LEAST_REQUEST")):
-        with faults.latency(toxi, mesh.links["upstream"][slow], latency_ms, log=fault_log):
-            c = Counter(mesh, insts)
-            batch = drive(mesh.ingress_url, n_req, concurrency=conc, keep_body=False)
-            env, app, raw = c.settle()
-    ratio_env, ratio_app = slow_share_ratio(env, slow), slow_share_ratio(app, slow)
-    served = sum(env.values())
-    check.evidence("requests", outcome(batch))
+    slow, fair = insts[-1], lb.even(insts)
+    with policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy="LEAST_REQUEST"), check), \
+            faults.latency(toxi, mesh.links["upstream"][slow], p.latency_ms, log=fault_log):
+        batch, counts = _drive_counted(mesh, insts, p.requests, p.concurrency, keep_body=False)
+    m = lb.slow_share(counts, slow)
     check.evidence("slow_endpoint", {"instance": slow, "proxy": mesh.links["upstream"][slow],
-                                     "latency_ms": latency_ms, "fair_share": fair})
-    check.chart("spread_map", "envoy", spread_stats(env, {i: fair for i in insts}))
-    check.chart("spread_map", "instances", spread_stats(app, {i: fair for i in insts}))
-    check.evidence("envoy_per_frontend", raw)
-    check.evidence("slow_share_ratio_by_source", {"envoy": ratio_env, "instances": ratio_app})
-    check.evidence("source_disagreement_pct", disagreement_pct(env, app))
-    check.figure("slow_share_ratio", max(ratio_env, ratio_app), "", served,
-                 f"worse of {ENVOY_SRC} / {APP_SRC}; share of the slow endpoint / (1/N)", min_n=n_req)
+                                     "latency_ms": p.latency_ms, "fair_share": fair[slow]})
+    _spread_evidence(check, batch, counts, lb.spread(counts, fair))
+    check.evidence("slow_share_ratio_by_source", {"envoy": m.envoy, "instances": m.instances})
+    check.evidence("source_disagreement_pct", counts.disagreement_pct)
+    check.figure("slow_share_ratio", m.worst, "", counts.served, f"{WORSE}; share of the slow endpoint / (1/N)",
+                 min_n=p.requests)
     check.judge()
 
 
 @pytest.mark.check("LB-3")
 def test_lb3_weighted_canary_split(mesh, check):
     """Weighted clusters by version (v1 90 / v2 10): the observed split is within +-2 pp."""
-    n_req = check.p.requests
-    conc = check.p.concurrency
-    weights = dict(check.p.weights)
-    wsum = sum(weights.values())
+    p = check.p
+    weights = dict(p.weights)
     with scaled(mesh, version="v2") as (canary,):
         insts = sorted(mesh.instances_of(SERVICE))
         version = {i: mesh.instances[i].version for i in insts}
-        assert set(version.values()) == set(weights), f"versions {version} vs weights {weights}"
-        with policy(mesh, check, ServicePolicy(lb_policy="ROUND_ROBIN", weights=weights)):
-            c = Counter(mesh, insts)
-            batch = drive(mesh.ingress_url, n_req, concurrency=conc, keep_body=False)
-            env, app, raw = c.settle()
-    expected = {v: w / wsum for v, w in weights.items()}
-
-    ve, va = by_version(env, version, weights), by_version(app, version, weights)
-    se, sa = spread_stats(ve, expected), spread_stats(va, expected)
-    # Envoy's own view per weighted cluster (backend~v1 / backend~v2), summed over the frontends
-    per_cluster: dict[str, int] = {}
-    for per in raw.values():
-        for cname, hosts in per.items():
-            per_cluster[cname] = per_cluster.get(cname, 0) + sum(h["rq_total"] for h in hosts.values())
-    served = sum(env.values())
-    check.evidence("requests", outcome(batch))
+        if set(version.values()) != set(weights):
+            raise ConfigError(f"LB-3: instance versions {version} do not match the weights {weights}")
+        with policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy="ROUND_ROBIN", weights=weights), check):
+            batch, counts = _drive_counted(mesh, insts, p.requests, p.concurrency, keep_body=False)
+    m = lb.spread(counts, lb.weighted(weights), group=version)
     check.evidence("canary", {"instance": canary, "versions": version, "weights": weights})
-    check.chart("spread_map", "envoy_by_version", se)
-    check.chart("spread_map", "instances_by_version", sa)
-    check.evidence("envoy_by_cluster", per_cluster)
-    check.evidence("envoy_by_instance", env)
-    check.evidence("instances_by_instance", app)
-    check.evidence("envoy_per_frontend", raw)
-    check.evidence("source_disagreement_pct", disagreement_pct(env, app))
-    check.figure("split_dev", max(se["max_dev_pp"], sa["max_dev_pp"]), "pp", served,
-                 f"worse of {ENVOY_SRC} / {APP_SRC}, by version", min_n=n_req)
+    _spread_evidence(check, batch, counts, m, by="_by_version")
+    check.evidence("envoy_by_cluster", counts.by_cluster())  # Envoy's own view per weighted cluster
+    check.evidence("envoy_by_instance", counts.envoy)
+    check.evidence("instances_by_instance", counts.app)
+    check.evidence("source_disagreement_pct", m.disagreement_pct)
+    check.figure("split_dev", m.max_dev_pp, "pp", m.served, f"{WORSE}, by version", min_n=p.requests)
     check.judge()
-
-
-
-def _drive_keys(mesh, keys: int, per_key: int, conc: int, header: str) -> tuple[Batch, dict[str, dict[str, int]]]:
-    """``per_key`` requests for each of ``keys`` header values; {key: {backend instance: requests}}.
-
-    The key also goes into the path (/lb4/<key>), which the answer body echoes, so every answer
-    is tied to its key; the body's downstream entry names the backend instance that served it.
-    """
-    n = keys * per_key
-    key = [f"user-{i % keys}" for i in range(n)]
-    batch = drive(mesh.ingress_url, n, concurrency=conc, headers=lambda i: {header: key[i]},
-                  path=lambda i: f"/lb4/{key[i]}")
-    per: dict[str, dict[str, int]] = {}
-    for a in batch.answers:
-        if not 200 <= a.status < 300:
-            continue
-        k = a.json().get("path", "").rsplit("/", 1)[-1]
-        b = backend_of(a)
-        if k and b:
-            per.setdefault(k, {})
-            per[k][b] = per[k].get(b, 0) + 1
-    return batch, per
-
-
-def _gone_from_envoys(mesh, address: str, deadline: float = 10.0) -> float:
-    t0 = time.monotonic()
-    subs = {n: h.url("admin") for n, h in mesh.subscribers(SERVICE).items()}
-
-    def probe() -> bool:
-        left = [n for n, u in subs.items()
-                if any(x.address == address for x in envoy_admin.clusters(u).get(SERVICE, []))]
-        if left:
-            raise wait.NotYet(f"{address} still listed by {left}")
-        return True
-
-    wait.until(probe, deadline, interval=0.02, what=f"{address} to leave every subscriber")
-    return time.monotonic() - t0
 
 
 @pytest.mark.check("LB-4")
 def test_lb4_consistent_hash_on_header(mesh, check):
     """RING_HASH / MAGLEV on x-user: a key sticks to one endpoint; removing 1 of N moves ~1/N of keys."""
-    keys = check.p.keys
-    per_key = check.p.requests_per_key
-    per_key_after = check.p.requests_per_key_after
-    conc = check.p.concurrency
-    header = check.p.hash_header
-    algorithms = [a.upper() for a in check.p.algorithms]
+    p = check.p
     insts = sorted(mesh.instances_of(SERVICE))
-    n_ep = len(insts)
-    victim = insts[-1]
-    results: dict[str, Any] = {}
+    algorithms = [a.upper() for a in p.algorithms]
+    hashes: dict[str, lb.ConsistentHash] = {}
+    evidence: dict[str, Any] = {}
     for algo in algorithms:
-        r: dict[str, Any] = {}
-        with policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy=algo, hash_header=header), check) as a:
-            r["policy"] = a.to_json()
-            c = Counter(mesh, insts)
-            b1, per1 = _drive_keys(mesh, keys, per_key, conc, header)
-            env, app, _ = c.settle()
-            r["before"] = {"requests": outcome(b1), "envoy": env, "instances": app,
-                           "source_disagreement_pct": disagreement_pct(env, app)}
-            r["affinity_pct"], r["affinity_n"] = affinity_pct(per1)
-            r["split_keys"] = {k: v for k, v in per1.items() if len(v) > 1}
-            try:
-                mesh.control(victim, "/meshbed/deregister")
-                r["removal_converged_s"] = _gone_from_envoys(mesh, mesh.advertised[victim])
-                c2 = Counter(mesh, insts)
-                b2, per2 = _drive_keys(mesh, keys, per_key_after, conc, header)
-                env2, app2, _ = c2.settle()
-            finally:
-                mesh.control(victim, "/meshbed/register")
-                wait_passing(mesh, [victim])
-                policy_control.wait_endpoints(mesh, SERVICE, policy_control.current(mesh, SERVICE))
-            r["after"] = {"requests": outcome(b2), "envoy": env2, "instances": app2, "removed": victim}
-            m1 = modal(per1)
-            km = keys_moved(m1, modal(per2), victim, n_ep)
-            r.update(keys_compared=km.compared, keys_moved=km.moved, keys_moved_norm=km.norm,
-                     moved_not_from_removed=km.moved_not_from_removed,
-                     keys_on_removed_endpoint=sum(1 for k in m1 if m1[k] == victim))
-            r["keys_per_endpoint_before"] = {i: sum(1 for k in m1 if m1[k] == i) for i in insts}
-        results[algo] = r
-    check.evidence("algorithms", results)
-    check.evidence("hash_header", header)
-    worst_aff = min(results.values(), key=lambda r: r["affinity_pct"])
-    worst_mv = max(results.values(), key=lambda r: r["keys_moved_norm"])
-    check.figure("key_affinity", worst_aff["affinity_pct"], "%", worst_aff["affinity_n"],
-                 f"answer bodies (backend instance per request), worst of {algorithms}", min_n=keys * per_key)
-    check.figure("keys_moved_norm", worst_mv["keys_moved_norm"], "", worst_mv["keys_compared"],
-                 f"answer bodies, moved keys x N (N={n_ep}) after removing 1 endpoint, worst of {algorithms}",
-                 min_n=keys)
+        hashes[algo], evidence[algo] = _hashed(mesh, check, algo, insts, insts[-1])
+    aff, mv = lb.least_affine(hashes), lb.most_moved(hashes)
+    check.evidence("algorithms", evidence)
+    check.evidence("hash_header", p.hash_header)
+    check.figure("key_affinity", aff.affinity_pct, "%", aff.affinity_n,
+                 f"answer bodies (backend instance per request), worst of {algorithms}",
+                 min_n=p.keys * p.requests_per_key)
+    check.figure("keys_moved_norm", mv.moved.norm, "", mv.moved.compared,
+                 f"answer bodies, moved keys x N (N={len(insts)}) after removing 1 endpoint, worst of {algorithms}",
+                 min_n=p.keys)
     check.judge()
 
 
-def _set_health(mesh, instances: list[str], healthy: bool) -> None:
-    for i in instances:
-        mesh.control(i, "/meshbed/health", {"healthy": healthy})
+def _drive_keys(mesh, check, insts: list[str], per_key: int) -> tuple[Batch, lb.Counts]:
+    """``per_key`` requests for each of ``keys`` header values, counted. The key also goes into the
+    path (/lb4/<key>), which the answer body echoes, so every answer is tied to its key."""
+    p = check.p
+    key = [f"user-{i % p.keys}" for i in range(p.keys * per_key)]
+    return _drive_counted(mesh, insts, len(key), p.concurrency, headers=lambda i: {p.hash_header: key[i]},
+                          path=lambda i: f"/lb4/{key[i]}")
 
 
-def _wait_eds_health(mesh, addresses: set[str], healthy: bool, deadline: float = 15.0,
-                     absence_ok: bool = False) -> float:
-    """Wait until every subscriber lists ``addresses`` as (un)healthy in the service's cluster.
+def _hashed(mesh, check, algo: str, insts: list[str], victim: str) -> tuple[lb.ConsistentHash, dict[str, Any]]:
+    """LB-4, one hash policy: the keys driven, then again with ``victim`` deregistered; it registers
+    again, and every subscriber routes to it again, before the policy is restored."""
+    p, addr = check.p, mesh.advertised[victim]
+    with policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy=algo, hash_header=p.hash_header), check) as a:
+        b1, c1 = _drive_keys(mesh, check, insts, p.requests_per_key)
+        try:
+            mesh.control(victim, "/meshbed/deregister")
+            gone = scenario.everywhere(scenario.subscriber_urls(mesh, SERVICE), convergence.lacks_host(SERVICE, addr),
+                                       10.0, f"{addr} to leave every subscriber")
+            b2, c2 = _drive_keys(mesh, check, insts, p.requests_per_key_after)
+        finally:
+            mesh.control(victim, "/meshbed/register")
+            scenario.consul_shows(mesh.consul_client(), SERVICE, [victim], "passing", deadline=20.0, interval=0.1)
+            policy_control.wait_endpoints(mesh, SERVICE, policy_control.current(mesh, SERVICE))
+    m = lb.consistent_hash(lb.per_key(b1.answers), lb.per_key(b2.answers), victim, insts)
+    return m, {"policy": a.to_json(), "before": {"requests": lb.outcome(b1), "envoy": c1.envoy, "instances": c1.app,
+                                                "source_disagreement_pct": c1.disagreement_pct},
+               "removal_converged_s": max(gone.values()), "after": {"requests": lb.outcome(b2), "envoy": c2.envoy,
+                                                                     "instances": c2.app, "removed": victim},
+               **m.to_json()}
 
-    ``absence_ok``: never getting there is a measured absence (returns the deadline), not an error.
-    """
-    t0 = time.monotonic()
-    subs = {n: h.url("admin") for n, h in mesh.subscribers(SERVICE).items()}
 
-    def probe() -> bool:
-        bad = []
-        for n, u in subs.items():
-            hosts = {x.address: x for x in envoy_admin.clusters(u).get(SERVICE, [])}
-            bad += [f"{n}:{a}" for a in addresses if a not in hosts or hosts[a].healthy != healthy]
-        if bad:
-            raise wait.NotYet(f"not yet {'healthy' if healthy else 'unhealthy'}: {bad[:6]}")
-        return True
+def _listed(addresses: set[str], healthy: bool) -> convergence.Expectation:
+    """Every one of ``addresses`` is listed in the service's cluster, (un)healthy."""
+    def f(cs: dict[str, list[envoy_admin.HostStatus]]) -> bool:
+        hosts = {x.address: x for x in cs.get(SERVICE, [])}
+        return all(a in hosts and hosts[a].healthy == healthy for a in addresses)
+    return f
 
+
+@contextlib.contextmanager
+def _unhealthy(mesh, instances: list[str], deadline: float = 15.0) -> Iterator[float]:
+    """``instances`` fail their health checks for the block; yields the seconds until every subscriber
+    lists them unhealthy (never: the deadline, a measured absence). Healthy again on exit: passing in
+    Consul, healthy in every subscriber."""
+    subs = scenario.subscriber_urls(mesh, SERVICE)
+    addrs = {mesh.advertised[i] for i in instances}
     try:
-        wait.until(probe, deadline, interval=0.02, what=f"{sorted(addresses)} {'healthy' if healthy else 'unhealthy'} "
-                   "in every subscriber", hint="the Consul health check runs every 1 s")
-    except WaitTimeout:
-        if not absence_ok:
-            raise
-        return deadline
-    return time.monotonic() - t0
+        scenario.set_health(mesh, instances, False)
+        yield slowest(convergence.converge_times(subs, _listed(addrs, False), time.time(), deadline), deadline)
+    finally:
+        scenario.set_health(mesh, instances, True)
+        scenario.consul_shows(mesh.consul_client(), SERVICE, instances, "passing", deadline=20.0, interval=0.1)
+        scenario.everywhere(subs, _listed(addrs, True), deadline, f"{sorted(addrs)} healthy in every subscriber")
 
 
 @pytest.mark.quick
 @pytest.mark.check("LB-5")
 def test_lb5_priority_failover(mesh, check):
     """All priority-0 endpoints fail (Consul health critical): traffic moves to priority 1."""
-    n_req = check.p.requests
-    n_sec = check.p.secondaries
-    conc = check.p.concurrency
+    p = check.p
     primaries = sorted(mesh.instances_of(SERVICE))
-    with scaled(mesh, n_sec, priority=1) as secondaries:
+    with scaled(mesh, p.secondaries, priority=1) as secondaries, \
+            policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy="ROUND_ROBIN"), check):
         insts = primaries + secondaries
-        with policy(mesh, check, ServicePolicy(lb_policy="ROUND_ROBIN")):
-            prio = {x.hostname: x.priority for x in envoy_admin.clusters(
-                next(iter(mesh.subscribers(SERVICE).values())).url("admin")).get(SERVICE, [])}
-            check.evidence("priorities_in_envoy", prio)
-            c0 = Counter(mesh, insts)
-            b0 = drive(mesh.ingress_url, 100, concurrency=conc, keep_body=False)
-            env0, app0, _ = c0.settle()
-            check.evidence("before_failure", {"requests": outcome(b0), "envoy": env0, "instances": app0})
-            try:
-                _set_health(mesh, primaries, False)
-                ejected_s = _wait_eds_health(mesh, {mesh.advertised[i] for i in primaries}, healthy=False,
-                                             absence_ok=True)
-                check.evidence("primaries_unhealthy_in_every_envoy_s", round(ejected_s, 3))
-                c = Counter(mesh, insts)
-                batch = drive(mesh.ingress_url, n_req, concurrency=conc, keep_body=False)
-                env, app, raw = c.settle()
-            finally:
-                _set_health(mesh, primaries, True)
-                wait_passing(mesh, primaries)
-                _wait_eds_health(mesh, {mesh.advertised[i] for i in primaries}, healthy=True)
-    sec_env = rate_pct(sum(env[i] for i in secondaries), sum(env.values()))
-    sec_app = rate_pct(sum(app[i] for i in secondaries), sum(app.values()))
-    errors = batch.n - batch.ok
-    check.evidence("requests", outcome(batch))
+        check.evidence("priorities_in_envoy", {x.hostname: x.priority for x in envoy_admin.clusters(
+            next(iter(scenario.subscriber_urls(mesh, SERVICE).values()))).get(SERVICE, [])})
+        b0, c0 = _drive_counted(mesh, insts, 100, p.concurrency, keep_body=False)
+        check.evidence("before_failure", {"requests": lb.outcome(b0), "envoy": c0.envoy, "instances": c0.app})
+        with _unhealthy(mesh, primaries) as failover_s:
+            check.evidence("primaries_unhealthy_in_every_envoy_s", round(failover_s, 3))
+            batch, counts = _drive_counted(mesh, insts, p.requests, p.concurrency, keep_body=False)
+    m = lb.failover(counts, secondaries, batch)
     check.evidence("secondaries", secondaries)
-    check.evidence("envoy", env)
-    check.evidence("instances", app)
-    check.evidence("envoy_per_frontend", raw)
-    check.evidence("secondary_share_by_source", {"envoy": sec_env, "instances": sec_app})
-    check.evidence("source_disagreement_pct", disagreement_pct(env, app))
-    check.figure("error_rate_after_ejection", rate_pct(errors, batch.n), "%", batch.n,
-                 "client answers (non-2xx) after every subscriber marked the primaries unhealthy", min_n=n_req)
-    check.figure("secondary_share", min(sec_env, sec_app), "%", sum(env.values()),
-                 f"worse of {ENVOY_SRC} / {APP_SRC}", min_n=n_req)
-    check.figure("failover_s", ejected_s, "s", len(mesh.subscribers(SERVICE)),
+    _counts_evidence(check, batch, counts)
+    check.evidence("secondary_share_by_source", {"envoy": m.secondary_envoy_pct, "instances": m.secondary_app_pct})
+    check.figure("error_rate_after_ejection", m.error_pct, "%", m.requests,
+                 "client answers (non-2xx) after every subscriber marked the primaries unhealthy", min_n=p.requests)
+    check.figure("secondary_share", m.secondary_pct, "%", m.served, WORSE, min_n=p.requests)
+    check.figure("failover_s", failover_s, "s", len(mesh.subscribers(SERVICE)),
                  "envoy admin /clusters: health flipped -> primaries unhealthy in every subscriber")
     check.judge()
-
-
-_OD = "cluster.{}.outlier_detection."
 
 
 def _outlier_stats(mesh) -> dict[str, dict[str, int]]:
     prefix = _OD.format(SERVICE)
     out = {}
-    for n, h in mesh.subscribers(SERVICE).items():
-        st = envoy_admin.stats(h.url("admin"), regex=prefix.replace(".", r"\."))
+    for n, u in scenario.subscriber_urls(mesh, SERVICE).items():
+        st = envoy_admin.stats(u, regex=prefix.replace(".", r"\."))
         out[n] = {k[len(prefix):]: v for k, v in st.items() if k.startswith(prefix)}
     return out
+
+
+def _ejected(mesh) -> dict[str, list[str]]:
+    """Per subscriber: the hosts that currently fail its outlier check."""
+    return {n: [x.hostname for x in envoy_admin.clusters(u).get(SERVICE, []) if x.outlier_ejected]
+            for n, u in scenario.subscriber_urls(mesh, SERVICE).items()}
+
+
+@contextlib.contextmanager
+def _failing(mesh, inst: str) -> Iterator[None]:
+    """``inst`` answers every request with a 5xx for the block."""
+    try:
+        mesh.control(inst, "/meshbed/fail", {"mode": "5xx", "ratio": 1.0})
+        yield
+    finally:
+        mesh.control(inst, "/meshbed/fail", {"mode": "none"})
 
 
 @pytest.mark.quick
@@ -459,52 +335,32 @@ def test_lb6_outlier_detection_ejects_5xx_endpoint(mesh, check):
     consecutive_5xx 5xx answers, plus the requests that were already in flight to it (measured:
     the endpoint's own max_in_flight - 1), which no ejection can recall.
     """
-    n_req = check.p.requests
-    threshold = check.p.consecutive_5xx
-    conc = check.p.concurrency
+    p = check.p
     insts = sorted(mesh.instances_of(SERVICE))
     bad = insts[-1]
-    pol = ServicePolicy(
-        lb_policy="ROUND_ROBIN",
-        retries=Retries(retry_on="5xx,reset,connect-failure", num_retries=check.p.num_retries),
-        outlier_detection=OutlierDetection(consecutive_5xx=threshold, interval_ms=1000,
-                                           base_ejection_time_ms=check.p.base_ejection_time_ms,
-                                           max_ejection_percent=50),
-    )
-    with policy(mesh, check, pol):
+    pol = ServicePolicy(lb_policy="ROUND_ROBIN",
+                        retries=Retries(retry_on="5xx,reset,connect-failure", num_retries=p.num_retries),
+                        outlier_detection=OutlierDetection(consecutive_5xx=p.consecutive_5xx, interval_ms=1000,
+                                                           base_ejection_time_ms=p.base_ejection_time_ms,
+                                                           max_ejection_percent=50))
+    with policy_control.applied(mesh, SERVICE, pol, check):
         mesh.control(bad, "/meshbed/stats/reset")
         od0 = _outlier_stats(mesh)
-        c = Counter(mesh, insts)
-        try:
-            mesh.control(bad, "/meshbed/fail", {"mode": "5xx", "ratio": 1.0})
-            batch = drive(mesh.ingress_url, n_req, concurrency=conc, keep_body=False)
-            env, app, raw = c.settle()
-            od1 = _outlier_stats(mesh)
-            ejected_now = {n: [x.hostname for x in envoy_admin.clusters(h.url("admin")).get(SERVICE, [])
-                               if x.outlier_ejected] for n, h in mesh.subscribers(SERVICE).items()}
-            bad_stats = httpc.get_json(mesh.apps[bad].url("http", "/meshbed/stats"), 5)
-        finally:
-            mesh.control(bad, "/meshbed/fail", {"mode": "none"})
-    in_flight_allowance = max(0, int(bad_stats.get("max_in_flight", 1)) - 1)
-    key = "ejections_enforced_consecutive_5xx"
-    ej_delta = {n: od1[n].get(key, 0) - od0.get(n, {}).get(key, 0) for n in od1}
+        with _failing(mesh, bad):
+            batch, counts = _drive_counted(mesh, insts, p.requests, p.concurrency, keep_body=False)
+            od1, ejected_now, bad_stats = _outlier_stats(mesh), _ejected(mesh), _app_stats(mesh, bad)
     # every answer of `bad` is a 5xx: its per-host rq_total in each caller Envoy counts the 5xx it saw
-    seen_5xx = {n: raw.get(n, {}).get(SERVICE, {}).get(bad, {}).get("rq_total", 0) for n in od1}
-    ej = ejections(ej_delta, seen_5xx, threshold, in_flight_allowance)
-    per_envoy = {n: {**v, "outlier_stats_delta": {k: x - od0.get(n, {}).get(k, 0) for k, x in od1[n].items()},
-                     "failed_outlier_check_at_end": ejected_now.get(n, [])} for n, v in ej.per_envoy.items()}
-    check.evidence("requests", outcome(batch))
-    check.evidence("bad_endpoint", {"instance": bad, "fault": {"mode": "5xx", "ratio": 1.0},
-                                    "its_stats": {k: bad_stats.get(k) for k in ("requests", "by_status", "max_in_flight")},
-                                    "in_flight_allowance": in_flight_allowance, "consecutive_5xx": threshold})
-    check.evidence("per_envoy", per_envoy)
-    check.evidence("envoy", env)
-    check.evidence("instances", app)
-    check.evidence("envoy_per_frontend", raw)
-    check.evidence("source_disagreement_pct", disagreement_pct(env, app))
-    check.figure("ejecting_envoys", ej.pct, "%", ej.n,
-                 f"envoy /stats {_OD.format(SERVICE)}{key} and per-host rq_total of the failing endpoint, per "
-                 "caller Envoy that sent to it: ejected with <= consecutive_5xx (+ in-flight) 5xx per ejection",
+    m = lb.outlier_ejections(od0, od1, counts.sent_to(SERVICE, bad, od1), p.consecutive_5xx,
+                             bad_stats.get("max_in_flight", 1), ejected_now)
+    check.evidence("bad_endpoint", {
+        "instance": bad, "fault": {"mode": "5xx", "ratio": 1.0},
+        "its_stats": {k: bad_stats.get(k) for k in ("requests", "by_status", "max_in_flight")},
+        "in_flight_allowance": m.in_flight_allowance, "consecutive_5xx": p.consecutive_5xx})
+    check.evidence("per_envoy", m.per_envoy)
+    _counts_evidence(check, batch, counts)
+    check.figure("ejecting_envoys", m.pct, "%", m.n,
+                 f"envoy /stats {_OD.format(SERVICE)}{lb.EJECTIONS} and per-host rq_total of the failing endpoint, "
+                 "per caller Envoy that sent to it: ejected with <= consecutive_5xx (+ in-flight) 5xx per ejection",
                  min_n=len(mesh.subscribers(SERVICE)))
-    check.figure("client_success", rate_pct(batch.ok, batch.n), "%", batch.n, "client answers (2xx)", min_n=n_req)
+    check.figure("client_success", lb.success_pct(batch), "%", batch.n, "client answers (2xx)", min_n=p.requests)
     check.judge()
