@@ -29,4 +29,4 @@ def test_external_control_plane_is_judged_and_faulted(tmp_path):
     assert doc["environment"]["components"]["controlplane"]["version"] == "external"
     # DISC-7 killed and restarted it: its push log was not needed for a verdict
     disc1 = next(c for c in doc["checks"] if c["id"] == "DISC-1")
-    assert disc1["evidence"]["convergence_s"]["cp_eds_ack_s"] is None
+    assert disc1["evidence"]["convergence_s"]["data"]["cp_eds_ack_s"] is None  # a charted cdf

@@ -108,10 +108,15 @@ def _requirement_name(req: str) -> str | None:
     return _norm(m.group(1)) if m else None
 
 
+# meshbed's own requirements the containers never import: pytest drives `meshbed run` on the host
+NOT_IN_IMAGES = frozenset({"pytest"})
+
+
 def dependency_closure(root: str = "meshbed") -> list[importlib.metadata.Distribution]:
-    """Every installed distribution ``root`` needs at run time (not itself), sorted by name."""
+    """Every installed distribution ``root`` needs at run time in a container (not itself), sorted by name."""
     seen: dict[str, importlib.metadata.Distribution] = {}
-    todo = [n for n in (_requirement_name(r) for r in importlib.metadata.requires(root) or []) if n]
+    todo = [n for n in (_requirement_name(r) for r in importlib.metadata.requires(root) or [])
+            if n and n not in NOT_IN_IMAGES]
     while todo:
         name = todo.pop()
         if name in seen:
