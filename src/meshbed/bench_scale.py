@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import httpc
 from .chaos.churn import Churn
 from .errors import ComponentError
 from .mesh import wait_converged
@@ -48,15 +47,7 @@ POLL_SAMPLE = 8  # Envoys also polled on their admin API, as a cross-check of th
 
 
 def _acks(cp_url: str, t0: float, nodes: set[str]) -> dict[str, float]:
-    try:
-        events = httpc.get_json(f"{cp_url}/debug/pushes?since={t0}", timeout=10)
-    except (OSError, ValueError):
-        return {}
-    out: dict[str, float] = {}
-    for e in events:
-        if e.get("event") == "ack" and e.get("type") == "EDS" and float(e["ts"]) >= t0 and e["node"] in nodes:
-            out.setdefault(str(e["node"]), float(e["ts"]) - t0)
-    return out
+    return {n: v for n, v in convergence.cp_ack_times(cp_url, t0, "EDS").items() if n in nodes}
 
 
 def _rss_mb(handles: list[Any]) -> list[float]:
