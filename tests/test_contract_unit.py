@@ -161,3 +161,14 @@ def test_weighted_targets_judged_by_their_endpoints():
 
 def test_no_route_is_a_fact_not_a_crash():
     assert contract.service_facts(contract.EnvoyView(), "backend", ServicePolicy()) == ["no route to backend"]
+
+
+def test_an_explicit_zero_duration_is_not_read_as_the_default():
+    """interval "0s" is not Envoy's 10 s default: a policy asking for 10 s must not see it as shown."""
+    pol = ServicePolicy(outlier_detection=OutlierDetection(interval_ms=10000))
+
+    def zero(cfg):
+        for c in _clusters(cfg):
+            c["outlier_detection"]["interval"] = "0s"
+    d = _mutate(dump(SIDECAR, "backend", pol), zero)
+    assert any("interval_ms 0" in f for f in contract.service_facts(contract.view(d), "backend", pol))

@@ -204,6 +204,12 @@ def retry_facts(action: Mapping[str, Any], vhost_retry: Mapping[str, Any] | None
     return out
 
 
+def _ms_or(v: Any, default: int) -> float:
+    """A proto JSON Duration in ms, or Envoy's default when the field is absent (an explicit 0s stays 0)."""
+    ms = duration_ms(v)
+    return float(default) if ms is None else ms
+
+
 def outlier_facts(cluster: Mapping[str, Any], od: OutlierDetection | None) -> list[str]:
     if od is None:
         return []
@@ -211,8 +217,8 @@ def outlier_facts(cluster: Mapping[str, Any], od: OutlierDetection | None) -> li
     if o is None:
         return ["no outlier_detection"]
     got = {"consecutive_5xx": _u32(o.get("consecutive_5xx"), OUTLIER_DEFAULTS["consecutive_5xx"]),
-           "interval_ms": duration_ms(o.get("interval")) or OUTLIER_DEFAULTS["interval_ms"],
-           "base_ejection_time_ms": duration_ms(o.get("base_ejection_time")) or OUTLIER_DEFAULTS["base_ejection_time_ms"],
+           "interval_ms": _ms_or(o.get("interval"), OUTLIER_DEFAULTS["interval_ms"]),
+           "base_ejection_time_ms": _ms_or(o.get("base_ejection_time"), OUTLIER_DEFAULTS["base_ejection_time_ms"]),
            "max_ejection_percent": _u32(o.get("max_ejection_percent"), OUTLIER_DEFAULTS["max_ejection_percent"]),
            "enforcing_consecutive_5xx": _u32(o.get("enforcing_consecutive_5xx"),
                                              OUTLIER_DEFAULTS["enforcing_consecutive_5xx"])}
