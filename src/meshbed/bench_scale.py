@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import html
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -51,23 +52,9 @@ def _acks(cp_url: str, t0: float, nodes: set[str]) -> dict[str, float]:
 
 
 def _rss_mb(handles: list[Any]) -> list[float]:
-    out = []
-    for h in handles:
-        pid = getattr(h, "pid", None)
-        u = procutil.usage(pid) if pid else None
-        if u is not None:
-            out.append(_current_rss_mb(pid))
-    return out
-
-
-def _current_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
+    """Each live process's resident memory now (process runtime; other runtimes give none)."""
+    pids = [getattr(h, "pid", None) for h in handles]
+    return [r for r in (procutil.rss_mb(p) for p in pids if p) if r is not None]
 
 
 def _changes(mesh: Any, cp_url: str | None, envoys: dict[str, Any], changes: int, deadline: float,
@@ -161,7 +148,7 @@ def bench_scale(settings: Settings, controlplanes: list[str], sizes: list[int], 
                          f"churn settle {row['churn']['settle_s']:.2f} s, CP RSS {row['cp_peak_rss_mb']} MB")
     return {"schema": SCHEMA, "generated_at": time.time(), "sizes": sorted(sizes), "controlplanes": controlplanes,
             "changes": changes, "churn": {"rate_per_s": churn_rate, "duration_s": churn_s}, "rows": rows,
-            "machine": {"cpus": __import__("os").cpu_count()}}
+            "machine": {"cpus": os.cpu_count()}}
 
 
 def render_html(doc: dict[str, Any]) -> str:

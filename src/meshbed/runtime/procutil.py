@@ -92,6 +92,10 @@ def terminate_group(pgid: int, started: int | None, grace: float = 5.0) -> list[
     return [p for p, _ in members]
 
 
+def _status_kb(status: str, key: str) -> int:
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith(key + ":")), 0)
+
+
 def usage(pid: int) -> tuple[float, float] | None:
     """(CPU seconds user+system, peak RSS in MB) of a live process; None when it is gone."""
     try:
@@ -102,5 +106,12 @@ def usage(pid: int) -> tuple[float, float] | None:
     fields = stat.rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
-    hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
-    return cpu, hwm / 1024.0
+    return cpu, _status_kb(status, "VmHWM") / 1024.0
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory now, in MB; None when the process is gone."""
+    try:
+        return _status_kb(Path(f"/proc/{pid}/status").read_text(), "VmRSS") / 1024.0
+    except OSError:
+        return None
