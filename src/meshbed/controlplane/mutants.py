@@ -128,6 +128,39 @@ def _ignore_sampling() -> None:
     resources.listeners = listeners
 
 
+def _no_tracing() -> None:
+    orig = resources.http_connection_manager
+
+    @functools.wraps(orig)
+    def without(*a: Any, **kw: Any) -> Any:
+        hcm = orig(*a, **kw)
+        hcm.ClearField("tracing")  # the bug: Envoys make no spans, traces lose their proxy hops
+        return hcm
+
+    resources.http_connection_manager = without
+
+
+def _slow_start() -> None:
+    """After every (re)start, serve nothing for 8 s: the first Consul sync is held back."""
+    cls = consul_watch.ConsulWatcher
+    orig = cls._check_synced
+
+    def held(self: Any) -> None:
+        if getattr(self, "_released", False):
+            return orig(self)
+        if not getattr(self, "_held", False):
+            self._held = True
+
+            def release() -> None:
+                self._released = True
+                orig(self)
+
+            asyncio.get_running_loop().call_later(8.0, release)
+        return None
+
+    cls._check_synced = held  # type: ignore[method-assign]
+
+
 def _no_delta() -> None:
     from . import ads
 
@@ -153,6 +186,8 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
     Mutant("no-circuit-breaker", "circuit breaker thresholds missing", ("RES-3",), _no_circuit_breaker),
     Mutant("ignore-sampling", "edge sampling percent ignored (always 100 %)", ("TRACE-5",), _ignore_sampling),
     Mutant("no-delta", "serves state-of-the-world ADS only (delta streams refused)", ("DISC-8",), _no_delta),
+    Mutant("no-tracing", "no tracing on any listener (Envoys make no spans)", ("TRACE-1", "TRACE-2"), _no_tracing),
+    Mutant("slow-start", "serves nothing for 8 s after every (re)start", ("DISC-7",), _slow_start),
 ]}
 
 
