@@ -140,6 +140,8 @@ def corpus_root(tmp_path_factory) -> Path:
     (shared / "loop").symlink_to(shared / "loop")
     (shared / "nonexec").write_text("#!/bin/sh\n")
     os.chmod(shared / "nonexec", 0o644)
+    (shared / "broken").write_text("#!/bin/sh\necho 'cannot execute binary file' >&2\nexit 126\n")
+    os.chmod(shared / "broken", 0o755)
     corrupt = shared / "corrupt" / "20200101-000000-c0ffee"
     corrupt.mkdir(parents=True)
     (corrupt / "run.json").write_text('{"run_id": "20200101-000000-c0ffee", "processes": {"envoy": {"pid": "x"}}}')
@@ -153,7 +155,7 @@ def _placeholders(root: Path, case_dir: Path) -> dict[str, str]:
             "dir": str(shared / "adir"), "fifo": str(shared / "fifo"), "topology": str(GOOD_TOPOLOGY),
             "report": str(GOOD_REPORT), "suites": str(shared / "suites"), "huge_yaml": str(shared / "huge.yaml"),
             "huge_json": str(shared / "huge.json"), "zero_link": str(shared / "zero"),
-            "loop_link": str(shared / "loop"), "nonexec": str(shared / "nonexec"),
+            "loop_link": str(shared / "loop"), "nonexec": str(shared / "nonexec"), "broken": str(shared / "broken"),
             "corrupt_state": str(shared / "corrupt")}
 
 

@@ -50,7 +50,7 @@ def test_dead_docker_engine_is_one_actionable_line(tmp_path):
     env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
     r = subprocess.run([sys.executable, "-m", "meshbed.cli", "up", "--runtime", "docker", "--state-dir", str(tmp_path)],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
-    assert r.returncode == 1
+    assert r.returncode == 2  # a preflight failure, as for `meshbed run` (issue 14)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "docker" in lines[0] and "hint:" in lines[0], r.stderr
     assert not list(tmp_path.glob("*/run.json")), "nothing may start without an engine"

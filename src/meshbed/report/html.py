@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 
 from . import svg
-from .evidence import json_pre, kv_table, render_evidence, rows_table
+from .evidence import json_pre, kv_table, render_diagnostics, render_evidence, rows_table
 
 VERDICT_LABEL = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skipped": "SKIPPED", "none": "NO VERDICT"}
 
@@ -151,32 +151,8 @@ def _figures_table(c: dict[str, Any]) -> str:
             f'<th>measured at</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
-def _text_block(v: Any, limit: int = 60_000) -> str:
-    if isinstance(v, list):
-        v = "\n".join(str(x) for x in v)
-    elif not isinstance(v, str):
-        v = json.dumps(v, indent=1, default=str)
-    if len(v) > limit:
-        v = v[:limit] + "\n… truncated"
-    return f'<pre class="log">{escape(v)}</pre>'
-
-
 def _diagnostics(c: dict[str, Any]) -> str:
-    d = c.get("diagnostics") or {}
-    if not d:
-        return ""
-    parts = []
-    if d.get("error"):
-        parts.append(f'<p class="fail-text">{_e(d["error"])}</p>')
-    for name, entry in (d.get("envoys") or {}).items():
-        for key, text in (entry or {}).items():
-            parts.append(f'<details><summary>Envoy <b>{_e(name)}</b>: {_e(key)}</summary>{_text_block(text)}</details>')
-    for name, tail in (d.get("logs") or {}).items():
-        parts.append(f'<details><summary>log tail: <b>{_e(name)}</b></summary>{_text_block(tail)}</details>')
-    for k, v in d.items():
-        if k not in ("envoys", "logs", "error"):
-            parts.append(f'<details><summary>{_e(k)}</summary>{_text_block(v)}</details>')
-    return f'<div class="diagnostics"><h4>diagnostics at the moment of failure</h4>{"".join(parts)}</div>'
+    return render_diagnostics(c.get("diagnostics") or {})
 
 
 def _check_section(c: dict[str, Any]) -> str:
@@ -198,9 +174,11 @@ def _environment(doc: dict[str, Any]) -> str:
     m = env.get("machine") or {}
     rows.append({"component": "python", "version": m.get("python"), "source": "interpreter", "path": ""})
     machine = {"runtime": env.get("runtime"), **m}
-    extra = {k: v for k, v in env.items() if k not in ("components", "machine", "runtime")}
+    extra = {k: v for k, v in env.items() if k not in ("components", "machine", "runtime", "load")}
+    load = env.get("load") if isinstance(env.get("load"), dict) else {}
     return (f'<section id="environment"><h2>Environment</h2><div class="two"><div><h4>components</h4>{rows_table(rows)}</div>'
-            f'<div><h4>machine</h4>{kv_table(machine)}{kv_table(extra) if extra else ""}</div></div></section>')
+            f'<div><h4>machine</h4>{kv_table(machine)}{kv_table(extra) if extra else ""}'
+            f'{"<h4>load (Locust)</h4>" + kv_table(load) if load else ""}</div></div></section>')
 
 
 def _topology(doc: dict[str, Any]) -> str:
@@ -245,6 +223,21 @@ def _phases(doc: dict[str, Any]) -> str:
     return f'<section id="timings"><h2>Phase timings</h2>{chart}</section>'
 
 
+def _guard(fn: Any, *args: Any, what: str, raw: Any = None) -> str:
+    """One part of the page; a schema-valid document with an odd free-form part (topology, profile, evidence:
+    a number where a mapping is usual) costs that part -- shown as its JSON -- never the whole page."""
+    try:
+        return str(fn(*args))
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, OverflowError, ZeroDivisionError) as exc:
+        try:
+            shown = json_pre(raw, 20_000) if raw is not None else ""
+        except Exception:  # noqa: BLE001 - the JSON of an odd part is a courtesy, not the page
+            shown = ""
+        return (f'<section class="unreadable"><h4>{_e(what)}</h4><p class="muted">could not be drawn from this '
+                f'document ({_e(type(exc).__name__)}: {_e(str(exc)[:200])}); as recorded:</p>'
+                f'{shown}</section>')
+
+
 def render_html(doc: dict[str, Any]) -> str:
     checks = doc.get("checks") or []
     s = doc.get("summary") or {}
@@ -254,7 +247,8 @@ def render_html(doc: dict[str, Any]) -> str:
                                                           ("environment", "Environment"), ("topology", "Topology"),
                                                           ("profile", "Profile"), ("timings", "Timings")))
     ordered = sorted(checks, key=lambda c: {"fail": 0, "error": 1}.get(c.get("verdict", ""), 2))
-    details = "".join(_check_section(c) for c in ordered) or '<p class="muted">no check ran</p>'
+    details = "".join(_guard(_check_section, c, what=f"check {c.get('id')}", raw=c) for c in ordered) \
+        or '<p class="muted">no check ran</p>'
     not_run_html = (f'<p class="muted">not run in this session: {_e(", ".join(not_run))}</p>' if not_run else "")
     title = f"meshbed conformance: {VERDICT_LABEL.get(verdict, verdict)}"
     return (
@@ -264,9 +258,13 @@ def render_html(doc: dict[str, Any]) -> str:
         f'<meta name="meshbed-schema" content="{_e(doc.get("schema"))}">'
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
         f'<header class="top"><div class="brand">meshbed <span>conformance report</span></div><nav>{nav}</nav></header>'
-        f'<main>{_banner(doc)}{_checks_table(checks)}{not_run_html}'
-        f'<section id="evidence"><h2>Evidence</h2>{details}</section>'
-        f'{_environment(doc)}{_topology(doc)}{_profile(doc, {c.get("id") for c in checks})}{_phases(doc)}</main>'
+        f'<main>{_guard(_banner, doc, what="summary", raw=s)}{_guard(_checks_table, checks, what="checks")}'
+        f'{not_run_html}<section id="evidence"><h2>Evidence</h2>{details}</section>'
+        f'{_guard(_environment, doc, what="environment", raw=doc.get("environment"))}'
+        f'{_guard(_topology, doc, what="topology", raw=doc.get("topology"))}'
+        f'{_guard(_profile, doc, {c.get("id") for c in checks}, what="profile", raw=doc.get("profile"))}'
+        f'{_guard(_phases, doc, what="phases", raw=doc.get("phases"))}'
+        f'</main>'
         f'<footer>schema <code>{_e(doc.get("schema"))}</code> · meshbed {_e(doc.get("meshbed_version"))} · '
         f'generated {_e(doc.get("generated_at"))} · the machine-readable twin of this page is conformance.json</footer>'
         f"<script>{JS}</script></body></html>\n"
@@ -327,7 +325,7 @@ svg .threshold{stroke:#cf222e;stroke-dasharray:6 4;stroke-width:1.5}svg .thresho
 svg .expected{stroke:#111;stroke-width:2.5}svg .fault-label{font-size:10px;fill:#a4400b}
 pre{background:#0f1720;color:#dbe5ee;padding:10px 12px;border-radius:6px;overflow:auto;max-height:420px;font-size:12px}
 pre.json{background:#f6f8fa;color:#24292f;border:1px solid var(--line)}
-details{margin:6px 0}details.raw summary{font-weight:600;font-size:13px}details summary{cursor:pointer;color:#2d3e50}.diagnostics{margin-top:14px;padding-top:6px;border-top:1px dashed var(--line)}
+details{margin:6px 0}details.raw summary{font-weight:600;font-size:13px}details summary{cursor:pointer;color:#2d3e50}.diagnostics{margin-top:14px;padding-top:6px;border-top:1px dashed var(--line)}.diag th{white-space:nowrap;vertical-align:top}code.cmd{user-select:all;word-break:break-all}ul.traceids{margin:0;padding-left:18px}
 ul.spantree,ul.spantree ul{list-style:none;margin:0;padding-left:20px;border-left:1px solid #d5dde5}ul.spantree{padding-left:6px;border:0}
 ul.spantree li{padding:2px 0}.svc{display:inline-block;background:#e7f0fa;color:#0b5cad;border-radius:4px;padding:0 6px;font-weight:600;font-size:12px}
 .dur{color:var(--muted);font-size:12px;margin-left:6px}ul.spantree .badge{margin-left:6px}

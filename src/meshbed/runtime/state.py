@@ -2,7 +2,10 @@
 
 The state file records every process the run started (PID + start time), so
 `meshbed down` and the next `meshbed up` can sweep a run whose supervisor
-was killed outright.
+was killed outright. That includes the Locust processes of a check's load
+(``locust:...``, ``locust-master:...``, ``locust-worker-N:...``, recorded by
+:mod:`meshbed.load` while they run): they live in sessions of their own, so
+killing pytest does not end them.
 
 Private by default: the runs directory and every run directory are created
 0700 (configs and logs name ports and admin endpoints), run.json is written
@@ -95,7 +98,9 @@ def state_problem(data: Any) -> str | None:
         if bad:
             return bad
     for key in ("containers", "networks"):
-        if not all(isinstance(x, str) for x in data.get(key) or []):
+        # the docker runtime records each as {name, id, ...} (docker.py, docker_network.py)
+        if not all(isinstance(x, str) or (isinstance(x, dict) and isinstance(x.get("name"), str))
+                   for x in data.get(key) or []):
             return f"{key}: expected a list of names"
     return None
 
@@ -221,6 +226,96 @@ def sweep_processes(state: RunState, grace: float = 3.0) -> list[str]:
     return killed
 
 
+_SHELLS = {"sh", "bash", "dash", "zsh", "fish", "ksh", "mksh", "tcsh", "csh", "busybox", "tmux", "screen"}
+
+
+def _boot_time() -> float | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _ancestors() -> set[int]:
+    out, pid = set(), os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                pid = int(fh.read().rsplit(b")", 1)[-1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
+def stray_processes(state: RunState) -> list[tuple[int, int | None]]:
+    """Processes the run started but never recorded: (pid, start time) of each.
+
+    A stop that lands between a component's fork and the line that records its
+    PID (a SIGTERM during start-up) leaves a process no run.json names. Every
+    component runs in a session of its own with its working directory inside the
+    run directory (0700: only its owner's processes can be there). A stray is
+    such a session leader -- started after the run was created, not a shell (a
+    terminal someone opened there to read logs), not this process or one of its
+    ancestors (`meshbed down` run from there) -- and every process of its session.
+    """
+    run_dir = os.path.realpath(state.run_dir)
+    created = state.data.get("created_at")
+    btime = _boot_time()
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    not_before = None
+    if isinstance(created, (int, float)) and btime is not None:
+        not_before = int((float(created) - btime - 2.0) * hz)  # 2 s of slack for clock rounding
+    mine = _ancestors()
+    try:
+        entries = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    sessions: dict[int, list[tuple[int, int]]] = {}
+    leaders = set()
+    for pid in entries:
+        if pid in mine:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                f = fh.read().rsplit(b")", 1)[-1].split()
+            status, sid, started = f[0], int(f[3]), int(f[19])
+        except (OSError, ValueError, IndexError):
+            continue
+        if status == b"Z" or (not_before is not None and started < not_before):
+            continue
+        sessions.setdefault(sid, []).append((pid, started))
+        if sid != pid:
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+        except OSError:
+            continue
+        if (cwd == run_dir or cwd.startswith(run_dir + "/")) and exe not in _SHELLS:
+            leaders.add(pid)
+    return [(pid, started) for sid in sorted(leaders) for pid, started in sessions.get(sid, [])]
+
+
+def sweep_strays(state: RunState, grace: float = 3.0) -> list[str]:
+    """End the run's unrecorded processes (see stray_processes); their descriptions for the caller to say."""
+    strays = stray_processes(state)
+    if not strays:
+        return []
+    names = []
+    for pid, started in strays:
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            comm = "?"
+        names.append(f"unrecorded {comm} (pid {pid})")
+    procutil._end(strays, grace)
+    return names
+
+
 # Sweepers for other resources (docker containers, networks) register here,
 # so sweeping needs no knowledge of which runtimes exist.
 EXTRA_SWEEPERS: list[Callable[[RunState], list[str]]] = []
@@ -228,6 +323,7 @@ EXTRA_SWEEPERS: list[Callable[[RunState], list[str]]] = []
 
 def sweep_run(state: RunState) -> list[str]:
     swept = sweep_processes(state)
+    swept += sweep_strays(state)
     for sweeper in EXTRA_SWEEPERS:
         swept += sweeper(state)
     state.set_status("down")
