@@ -18,6 +18,7 @@ from typing import Any, ContextManager, Iterator
 import pytest
 
 from meshbed import scenario
+from meshbed.roles import Upstream
 from meshbed.chaos import faults
 from meshbed.components import consul_gate as gate_c
 from meshbed.components.controlplane import split_protocol
@@ -30,7 +31,7 @@ from meshbed.observe import discovery_helpers as dh
 pytestmark = [pytest.mark.discovery, pytest.mark.integration]
 
 ADMIN = "envoy admin /clusters"
-CHURNED = ("frontend", "backend")  # DISC-4 churns every instance of these
+needs = pytest.mark.needs_topology  # what each check needs from the topology (meshbed.roles)
 
 
 def _load_evidence(check, res) -> None:
@@ -42,13 +43,17 @@ def _load_evidence(check, res) -> None:
 
 @pytest.mark.quick
 @pytest.mark.check("DISC-1")
-def test_disc1_register_new_instance(mesh, check):
-    """A new healthy instance appears, healthy, in every subscribed Envoy."""
-    p, service = check.p, "backend"
+@needs(Upstream())
+def test_disc1_register_new_instance(mesh, check, target):
+    """A new healthy instance of an upstream appears, healthy, in every subscribed Envoy."""
+    p, service = check.p, target.service
     inst = mesh.scale.add_instance(service)
     addr = mesh.advertised[inst]
     subs = scenario.subscriber_urls(mesh, service)
     conv = dm.Convergence(p.deadline_s)
+    # the new instance must be in every Envoy first: otherwise the first round's "setup: leave"
+    # holds at once and a late-applied join of add_instance is timed as the round's convergence
+    scenario.everywhere(subs, convergence.has_host(service, addr), p.deadline_s, f"setup: {inst} to join")
     for _ in range(p.repeats):
         mesh.control(inst, "/meshbed/deregister")
         scenario.everywhere(subs, convergence.lacks_host(service, addr), p.deadline_s, f"setup: {inst} to leave")
@@ -64,16 +69,17 @@ def test_disc1_register_new_instance(mesh, check):
 
 
 @pytest.mark.check("DISC-2")
-def test_disc2_deregister_under_load(mesh, check, load):
+@needs(Upstream(min_instances=2))
+def test_disc2_deregister_under_load(mesh, check, load, target):
     """An instance deregistered under load leaves every subscribed Envoy, and stops getting traffic.
 
-    Per repeat: deregister one backend instance (its own /meshbed/deregister) at t0 and time
+    Per repeat: deregister one instance of the upstream (its own /meshbed/deregister) at t0 and time
     its removal per subscribed Envoy; then keep the load on for ``late_window_s`` more and
     count requests *started* later than t0 + (slowest Envoy's convergence) + 1 s that were
     still served by that instance (Request.instances); then re-register it and wait until it is
     back everywhere before the next repeat.
     """
-    p, service = check.p, "backend"
+    p, service = check.p, target.service
     insts = mesh.instances_of(service)
     subs = scenario.subscriber_urls(mesh, service)
     conv, rounds = dm.Convergence(p.deadline_s), []
@@ -117,8 +123,9 @@ def _deregistered(mesh, subs: dict[str, str], inst: str, conv: dm.Convergence, l
 
 @pytest.mark.quick
 @pytest.mark.check("DISC-3")
-def test_disc3_health_flip(mesh, check, consul):
-    """A backend instance's health goes critical, then passing again: it leaves, then rejoins, the healthy set.
+@needs(Upstream(min_instances=2))
+def test_disc3_health_flip(mesh, check, consul, target):
+    """An upstream instance's health goes critical, then passing again: it leaves, then rejoins, the healthy set.
 
     Two ways to flip, alternating per repeat (param ``methods``):
     - ``maintenance``: Consul maintenance mode (adds a critical check); t0 = the API call.
@@ -127,7 +134,7 @@ def test_disc3_health_flip(mesh, check, consul):
       Consul's health API that shows the new status (the moment the change is in Consul).
     leave/rejoin = seconds from t0 until each subscribed Envoy's healthy set lacks/has it.
     """
-    p, service = check.p, "backend"
+    p, service = check.p, target.service
     insts = mesh.instances_of(service)
     subs = scenario.subscriber_urls(mesh, service)
     leave, rejoin, rounds = dm.Convergence(p.deadline_s), dm.Convergence(p.deadline_s), []
@@ -164,10 +171,11 @@ def _flipped(mesh, consul, subs: dict[str, str], inst: str, method: str, leave: 
 # -- DISC-4: a churn storm ---------------------------------------------------------
 
 @pytest.mark.check("DISC-4")
-def test_disc4_churn_storm(mesh, check, load, consul):
+@needs(Upstream())
+def test_disc4_churn_storm(mesh, check, load, consul, target):
     """Random register/deregister at ``events_per_s`` for ``duration_s`` under load.
 
-    Churned: every frontend and backend instance plus ``extra_backends`` scaled-up backends,
+    Churned: every instance of every service plus ``extra_backends`` scaled-up instances of the upstream,
     one Churn per service (keep_at_least=1 each, so no service is ever empty), the rate split
     by instance count. settle_time = seconds from the storm's last event until the slowest
     subscribed Envoy's endpoint set equals Consul's catalog exactly (addresses and EDS health;
@@ -175,17 +183,17 @@ def test_disc4_churn_storm(mesh, check, load, consul):
     stats (cds/lds/rds update_rejected + cluster.*.update_rejected), before vs after; the CP's
     push-log NACKs are evidence. error_rate = Locust failures from the storm's start until settled.
     """
-    p = check.p
+    p, churned = check.p, tuple(mesh.topology.services)
     for _ in range(p.extra_backends):
-        mesh.scale.add_instance("backend")
+        mesh.scale.add_instance(target.service)
     wait_converged(mesh, 30)
     w, everyone = scenario.watched(mesh), scenario.envoy_urls(mesh)
     rejected_before = dh.rejected_updates(everyone)
     with load(rps=p.rps, duration_s=p.duration_s + p.deadline_s + 6) as run:
         run.wait_started()
         t_start = time.time()
-        with scenario.churned(mesh, CHURNED, p.events_per_s, p.duration_s, p.include_health) as events:
-            settled = _settled_on_consul(consul, w, events[-1].ts, p.deadline_s)
+        with scenario.churned(mesh, churned, p.events_per_s, p.duration_s, p.include_health) as events:
+            settled = _settled_on_consul(consul, w, churned, events[-1].ts, p.deadline_s)
         run.finish()  # the settle is measured: end the load early
     res = run.result()
     wait_converged(mesh, 30)
@@ -217,10 +225,11 @@ class Settled:
     final: dict[str, Any]  # what each Envoy showed then
 
 
-def _settled_on_consul(consul, w: scenario.Watched, t_last: float, deadline: float) -> Settled:
+def _settled_on_consul(consul, w: scenario.Watched, churned: tuple[str, ...], t_last: float,
+                       deadline: float) -> Settled:
     """DISC-4: per watched Envoy, seconds from ``t_last`` until its endpoint sets equal Consul's
     catalog exactly (addresses and EDS health)."""
-    expected = {s: dh.consul_endpoints(consul, s) for s in CHURNED}
+    expected = {s: dh.consul_endpoints(consul, s) for s in churned}
     times = convergence.converge_times(w.admin, {n: dh.matches({s: expected[s] for s in svcs})
                                                  for n, svcs in w.services.items()}, t_last, deadline)
     at = time.time()
@@ -231,13 +240,14 @@ def _settled_on_consul(consul, w: scenario.Watched, t_last: float, deadline: flo
 # -- DISC-5/6: faults between the control plane and its peers ----------------------
 
 @pytest.mark.check("DISC-5")
-def test_disc5_control_plane_link_faults(mesh, check, load, toxi, fault_log):
+@needs(Upstream(min_instances=2, links=("control_plane",)))
+def test_disc5_control_plane_link_faults(mesh, check, load, toxi, fault_log, target):
     """Faults on every Envoy<->control-plane link (Toxiproxy), one kind at a time, under load.
 
     Per fault (reset_peer, timeout, latency, down; param ``faults``), on all control_plane proxies
-    at once for ``fault_s``: ~0.5 s in, one backend instance deregisters itself (a Consul change
+    at once for ``fault_s``: ~0.5 s in, one upstream instance deregisters itself (a Consul change
     during the fault). Measured:
-    - config_lost: Envoys (subscribers of frontend/backend) whose endpoint set, polled every
+    - config_lost: Envoys (every subscriber of any service) whose endpoint set, polled every
       20 ms from fault start until the change converged, was ever anything but the last-known
       set or that set minus the deregistered instance (e.g. empty);
     - error_rate: Locust failures among requests started inside the fault windows;
@@ -245,7 +255,7 @@ def test_disc5_control_plane_link_faults(mesh, check, load, toxi, fault_log):
       deregistered instance is gone (0-ish when it already converged during the fault).
     The instance is re-registered, and seen back everywhere, before the next fault.
     """
-    p, service = check.p, "backend"
+    p, service = check.p, target.service
     proxies = sorted(mesh.links["control_plane"].values())
     w, insts, rounds = scenario.watched(mesh), mesh.instances_of(service), []
     with load(rps=p.rps, duration_s=len(p.faults) * (p.fault_s + 3) + 5) as run, w.poller() as poller:
@@ -305,19 +315,20 @@ def _consul_answers_503(mesh, log) -> Iterator[None]:
 
 @pytest.mark.quick
 @pytest.mark.check("DISC-6")
-def test_disc6_consul_outage(mesh, check, load, toxi, fault_log):
+@needs(Upstream(min_instances=2))
+def test_disc6_consul_outage(mesh, check, load, toxi, fault_log, target):
     """Consul unreachable for ``outage_s`` under load, once per kind of outage (param ``outages``).
 
-    Each round: the outage starts; where Consul still runs (every kind but pause) one backend
+    Each round: the outage starts; where Consul still runs (every kind but pause) one upstream
     instance deregisters itself 0.5 s in, so the control plane's blocking queries return into the
     fault (the moment a buggy control plane mistakes a failed query for an empty service); after
     the outage ends (for pause: right after the resume, when the apps can reach Consul again) the
     change must converge. partial_pushes: polled endpoint sets (20 ms, every Envoy subscribed to
-    frontend/backend) that lack a healthy address other than the one deregistered on purpose.
+    any service) that lack a healthy address other than the one deregistered on purpose.
     convergence_after_return: slowest Envoy from the outage's end until that instance is gone.
     error_rate: Locust failures from outage start to converged.
     """
-    p, service = check.p, "backend"
+    p, service = check.p, target.service
     w, insts, rounds = scenario.watched(mesh), mesh.instances_of(service), []
     with load(rps=p.rps, duration_s=len(p.outages) * (p.outage_s + 2 * p.deadline_s + 3) + 5) as run, \
             w.poller() as poller:
@@ -347,11 +358,12 @@ def test_disc6_consul_outage(mesh, check, load, toxi, fault_log):
 
 @pytest.mark.quick
 @pytest.mark.check("DISC-7")
-def test_disc7_control_plane_killed(mesh, check, load, fault_log):
+@needs(Upstream(min_instances=2, caller_min_instances=2))
+def test_disc7_control_plane_killed(mesh, check, load, fault_log, target):
     """The control plane is killed (-9) under load, held down ``down_s``, restarted.
 
     t_restart = the moment the restart is issued (end of the hold). Right after the CP is
-    ready again, one backend and one frontend instance deregister themselves (a change every
+    ready again, one instance of the upstream and one of its caller deregister themselves (a change every
     subscribed Envoy must pick up from the new CP process). Per Envoy: reconnect time
     (control_plane.connected_state == 1, all Envoys) and, for subscribers, the time until the
     change shows; reconverge_max = the slowest of all these, from t_restart. error_rate:
@@ -359,7 +371,7 @@ def test_disc7_control_plane_killed(mesh, check, load, fault_log):
     """
     p = check.p
     everyone = scenario.envoy_urls(mesh)
-    changes = {svc: mesh.instances_of(svc)[-1] for svc in ("backend", "frontend")}
+    changes = {svc: mesh.instances_of(svc)[-1] for svc in (target.service, target.caller)}
     with load(rps=p.rps, duration_s=p.down_s + p.deadline_s + 8) as run:
         run.wait_started()
         with scenario.withdrawn(mesh, p.deadline_s) as out:
@@ -404,13 +416,14 @@ def _reconverged(mesh, everyone: dict[str, str], changes: dict[str, str], t0: fl
 
 @pytest.mark.quick
 @pytest.mark.check("DISC-8")
-def test_disc8_sotw_and_delta_alike(mesh, check):
-    """The mesh's Envoys speak one xDS protocol; one more Envoy-only node, subscribed like a frontend
-    sidecar, speaks the other. The same change (a backend deregistered, then registered, ``repeats``
+@needs(Upstream())
+def test_disc8_sotw_and_delta_alike(mesh, check, target):
+    """The mesh's Envoys speak one xDS protocol; one more Envoy-only node, subscribed like a caller's
+    sidecar, speaks the other. The same change (an upstream instance deregistered, then registered, ``repeats``
     times) must reach both sets within the threshold and alike. An Envoy on a protocol the control
     plane does not serve never gets config: its times are the deadline (a measured absence).
     """
-    p, service = check.p, "backend"
+    p, service = check.p, target.service
     inst = mesh.instances_of(service)[0]
     addr = mesh.advertised[inst]
     mine = split_protocol(mesh.settings.controlplane)[1]

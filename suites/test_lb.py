@@ -1,13 +1,14 @@
 """LB: load-balancer spread (CONFORMANCE.md).
 
-Scope: the ``backend`` service as seen from its subscribers, the ``frontend``
-sidecars. Requests enter through the ingress, which spreads them over the
-frontends; each frontend calls ``backend`` once per request through its own
-sidecar, so the backend spread is the sum of the frontend Envoys' decisions.
+Scope: one upstream service (the check's ``target``, found from the topology by
+meshbed.roles; ``backend`` on examples/basic.yaml) as seen from its subscribers,
+its callers' sidecars. Requests enter through the ingress and reach the upstream
+once each through a caller's sidecar, so its spread is the sum of the caller
+Envoys' decisions.
 
 Per-endpoint counts come from two independent sources and both are kept as
 evidence: Envoy's per-host ``rq_total`` deltas in ``/clusters`` of every
-frontend sidecar, and each backend instance's own ``/meshbed/stats`` counter
+caller sidecar, and each upstream instance's own ``/meshbed/stats`` counter
 delta. Figures are judged on the worse of the two sources.
 
 Each check: setup (fixtures, scaled-up instances), apply (a policy through
@@ -32,20 +33,21 @@ from meshbed.measure import lb
 from meshbed.measure.discovery import slowest
 from meshbed.observe import convergence, envoy_admin
 from meshbed.policy import OutlierDetection, Retries, ServicePolicy
+from meshbed.roles import Upstream
 from meshbed.traffic import Batch, drive
 
 pytestmark = [pytest.mark.lb, pytest.mark.integration]
 
-SERVICE = "backend"
-ENVOY_SRC = "envoy admin /clusters rq_total (frontend sidecars)"
+ENVOY_SRC = "envoy admin /clusters rq_total (caller sidecars)"
 APP_SRC = "instance /meshbed/stats"
 WORSE = f"worse of {ENVOY_SRC} / {APP_SRC}"
 _OD = "cluster.{}.outlier_detection."
+needs = pytest.mark.needs_topology  # what each check needs from the topology (meshbed.roles)
 
 
-# -- measure: requests per backend instance, by both sources ----------------------
+# -- measure: requests per upstream instance, by both sources ----------------------
 
-def envoy_counts(mesh, service: str = SERVICE) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
+def envoy_counts(mesh, service: str) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
     """{envoy: {cluster: {instance: {rq_total, rq_error}}}} for every cluster of ``service``."""
     by_addr = {addr: inst for inst, addr in mesh.advertised.items()}
     return {node: {cname: {(x.hostname or by_addr.get(x.address, x.address)):
@@ -65,13 +67,13 @@ def app_counts(mesh, instances: list[str]) -> dict[str, int]:
 class Counter:
     """Both sources read once now; :meth:`settle` reads them again once they agree."""
 
-    def __init__(self, mesh, instances: list[str]) -> None:
-        self.mesh, self.instances = mesh, list(instances)
-        self.env0, self.app0 = envoy_counts(mesh), app_counts(mesh, self.instances)
+    def __init__(self, mesh, service: str, instances: list[str]) -> None:
+        self.mesh, self.service, self.instances = mesh, service, list(instances)
+        self.env0, self.app0 = envoy_counts(mesh, service), app_counts(mesh, self.instances)
 
     def read(self) -> lb.Counts:
-        return lb.counted(self.env0, envoy_counts(self.mesh), self.app0, app_counts(self.mesh, self.instances),
-                          self.instances)
+        return lb.counted(self.env0, envoy_counts(self.mesh, self.service), self.app0,
+                          app_counts(self.mesh, self.instances), self.instances)
 
     def settle(self, deadline: float = 10.0) -> lb.Counts:
         """Wait until both sources agree on the total (and stay put); a lasting disagreement is
@@ -92,9 +94,10 @@ class Counter:
         return last[0]
 
 
-def _drive_counted(mesh, insts: list[str], n: int, concurrency: int, **kw: Any) -> tuple[Batch, lb.Counts]:
-    """``n`` requests through the ingress, counted per backend instance by both sources."""
-    c = Counter(mesh, insts)
+def _drive_counted(mesh, svc: str, insts: list[str], n: int, concurrency: int, **kw: Any
+                   ) -> tuple[Batch, lb.Counts]:
+    """``n`` requests through the ingress, counted per instance of ``svc`` by both sources."""
+    c = Counter(mesh, svc, insts)
     batch = drive(mesh.ingress_url, n, concurrency=concurrency, **kw)
     return batch, c.settle()
 
@@ -103,27 +106,27 @@ def _spread_evidence(check, batch: Batch, counts: lb.Counts, spread: lb.Spread, 
     check.evidence("requests", lb.outcome(batch))
     check.chart("spread_map", f"envoy{by}", spread.envoy)
     check.chart("spread_map", f"instances{by}", spread.instances)
-    check.evidence("envoy_per_frontend", counts.raw)
+    check.evidence("envoy_per_caller", counts.raw)
 
 
 def _counts_evidence(check, batch: Batch, counts: lb.Counts) -> None:
     check.evidence("requests", lb.outcome(batch))
     check.evidence("envoy", counts.envoy)
     check.evidence("instances", counts.app)
-    check.evidence("envoy_per_frontend", counts.raw)
+    check.evidence("envoy_per_caller", counts.raw)
     check.evidence("source_disagreement_pct", counts.disagreement_pct)
 
 
 # -- setup and apply ------------------------------------------------------------
 
 @contextlib.contextmanager
-def scaled(mesh, count: int = 1, **kw: Any) -> Iterator[list[str]]:
-    """``count`` extra backend instances for the block (passing in Consul), removed after."""
+def scaled(mesh, svc: str, count: int = 1, **kw: Any) -> Iterator[list[str]]:
+    """``count`` extra instances of ``svc`` for the block (passing in Consul), removed after."""
     added: list[str] = []
     try:
         for _ in range(count):
-            added.append(mesh.scale.add_instance(SERVICE, **kw))
-        scenario.consul_shows(mesh.consul_client(), SERVICE, added, "passing", deadline=20.0, interval=0.1)
+            added.append(mesh.scale.add_instance(svc, **kw))
+        scenario.consul_shows(mesh.consul_client(), svc, added, "passing", deadline=20.0, interval=0.1)
         yield added
     finally:
         for inst in added:
@@ -134,12 +137,13 @@ def scaled(mesh, count: int = 1, **kw: Any) -> Iterator[list[str]]:
 
 @pytest.mark.quick
 @pytest.mark.check("LB-1")
-def test_lb1_round_robin_spread(mesh, check):
+@needs(Upstream(min_instances=2))
+def test_lb1_round_robin_spread(mesh, check, target):
     """ROUND_ROBIN: every endpoint gets 1/N of >= 3000 requests, from both sources."""
-    p = check.p
-    insts = sorted(mesh.instances_of(SERVICE))
-    with policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy="ROUND_ROBIN"), check):
-        batch, counts = _drive_counted(mesh, insts, p.requests, p.concurrency, keep_body=False)
+    p, svc = check.p, target.service
+    insts = sorted(mesh.instances_of(svc))
+    with policy_control.applied(mesh, svc, ServicePolicy(lb_policy="ROUND_ROBIN"), check):
+        batch, counts = _drive_counted(mesh, svc, insts, p.requests, p.concurrency, keep_body=False)
     m = lb.spread(counts, lb.even(insts))
     _spread_evidence(check, batch, counts, m)
     check.figure("max_share_dev", m.max_dev_pp, "pp", m.served, WORSE, min_n=p.requests)
@@ -151,14 +155,20 @@ def test_lb1_round_robin_spread(mesh, check):
 
 @pytest.mark.quick
 @pytest.mark.check("LB-2")
-def test_lb2_least_request_avoids_slow_endpoint(mesh, check, toxi, fault_log):
-    """LEAST_REQUEST: an endpoint slowed by Toxiproxy latency gets less than half its fair share."""
-    p = check.p
-    insts = sorted(mesh.instances_of(SERVICE))
+@needs(Upstream(min_instances=3, links=("upstream",)))
+def test_lb2_least_request_avoids_slow_endpoint(mesh, check, toxi, fault_log, target):
+    """LEAST_REQUEST: an endpoint slowed by Toxiproxy latency gets less than half its fair share.
+
+    >= 3 endpoints: Envoy's power-of-two-choices draws both choices with replacement, so of N
+    endpoints the slow one still gets 1/N^2 of the picks however busy it is: a share ratio of at
+    least 1/N, never below the 0.5 threshold with N = 2.
+    """
+    p, svc = check.p, target.service
+    insts = sorted(mesh.instances_of(svc))
     slow, fair = insts[-1], lb.even(insts)
-    with policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy="LEAST_REQUEST"), check), \
+    with policy_control.applied(mesh, svc, ServicePolicy(lb_policy="LEAST_REQUEST"), check), \
             faults.latency(toxi, mesh.links["upstream"][slow], p.latency_ms, log=fault_log):
-        batch, counts = _drive_counted(mesh, insts, p.requests, p.concurrency, keep_body=False)
+        batch, counts = _drive_counted(mesh, svc, insts, p.requests, p.concurrency, keep_body=False)
     m = lb.slow_share(counts, slow)
     check.evidence("slow_endpoint", {"instance": slow, "proxy": mesh.links["upstream"][slow],
                                      "latency_ms": p.latency_ms, "fair_share": fair[slow]})
@@ -171,19 +181,25 @@ def test_lb2_least_request_avoids_slow_endpoint(mesh, check, toxi, fault_log):
 
 
 @pytest.mark.check("LB-3")
-def test_lb3_weighted_canary_split(mesh, check):
-    """Weighted clusters by version (v1 90 / v2 10): the observed split is within +-2 pp."""
-    p = check.p
+@needs(Upstream(all_serving=False, prefer="versions"))
+def test_lb3_weighted_canary_split(mesh, check, target):
+    """Weighted clusters by version (v1 90 / v2 10): the observed split is within +-2 pp.
+
+    An upstream whose instances already span the weighted versions (a version split in the
+    topology) is used as it is; otherwise one canary instance of the missing version is added.
+    """
+    p, svc = check.p, target.service
     weights = dict(p.weights)
-    with scaled(mesh, version="v2") as (canary,):
-        insts = sorted(mesh.instances_of(SERVICE))
+    missing = sorted(set(weights) - {mesh.instances[i].version for i in mesh.instances_of(svc)})
+    with (scaled(mesh, svc, version=missing[0]) if len(missing) == 1 else contextlib.nullcontext([])) as added:
+        insts = sorted(mesh.instances_of(svc))
         version = {i: mesh.instances[i].version for i in insts}
         if set(version.values()) != set(weights):
             raise ConfigError(f"LB-3: instance versions {version} do not match the weights {weights}")
-        with policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy="ROUND_ROBIN", weights=weights), check):
-            batch, counts = _drive_counted(mesh, insts, p.requests, p.concurrency, keep_body=False)
+        with policy_control.applied(mesh, svc, ServicePolicy(lb_policy="ROUND_ROBIN", weights=weights), check):
+            batch, counts = _drive_counted(mesh, svc, insts, p.requests, p.concurrency, keep_body=False)
     m = lb.spread(counts, lb.weighted(weights), group=version)
-    check.evidence("canary", {"instance": canary, "versions": version, "weights": weights})
+    check.evidence("canary", {"instance": added[0] if added else None, "versions": version, "weights": weights})
     _spread_evidence(check, batch, counts, m, by="_by_version")
     check.evidence("envoy_by_cluster", counts.by_cluster())  # Envoy's own view per weighted cluster
     check.evidence("envoy_by_instance", counts.envoy)
@@ -194,20 +210,25 @@ def test_lb3_weighted_canary_split(mesh, check):
 
 
 @pytest.mark.check("LB-4")
-def test_lb4_consistent_hash_on_header(mesh, check):
-    """RING_HASH / MAGLEV on x-user: a key sticks to one endpoint; removing 1 of N moves ~1/N of keys."""
-    p = check.p
-    insts = sorted(mesh.instances_of(SERVICE))
+@needs(Upstream(min_instances=3, from_edge=True))
+def test_lb4_consistent_hash_on_header(mesh, check, target):
+    """RING_HASH / MAGLEV on x-user: a key sticks to one endpoint; removing 1 of N moves ~1/N of keys.
+
+    The endpoint that served each key is read from the answer body (its first downstream entry),
+    so the upstream is the first service the edge service calls.
+    """
+    p, svc = check.p, target.service
+    insts = sorted(mesh.instances_of(svc))
     algorithms = [a.upper() for a in p.algorithms]
     hashes: dict[str, lb.ConsistentHash] = {}
     evidence: dict[str, Any] = {}
     for algo in algorithms:
-        hashes[algo], evidence[algo] = _hashed(mesh, check, algo, insts, insts[-1])
+        hashes[algo], evidence[algo] = _hashed(mesh, check, svc, algo, insts, insts[-1])
     aff, mv = lb.least_affine(hashes), lb.most_moved(hashes)
     check.evidence("algorithms", evidence)
     check.evidence("hash_header", p.hash_header)
     check.figure("key_affinity", aff.affinity_pct, "%", aff.affinity_n,
-                 f"answer bodies (backend instance per request), worst of {algorithms}",
+                 f"answer bodies ({svc} instance per request), worst of {algorithms}",
                  min_n=p.keys * p.requests_per_key)
     check.figure("keys_moved_norm", mv.moved.norm, "", mv.moved.compared,
                  f"answer bodies, moved keys x N (N={len(insts)}) after removing 1 endpoint, worst of {algorithms}",
@@ -215,30 +236,31 @@ def test_lb4_consistent_hash_on_header(mesh, check):
     check.judge()
 
 
-def _drive_keys(mesh, check, insts: list[str], per_key: int) -> tuple[Batch, lb.Counts]:
+def _drive_keys(mesh, check, svc: str, insts: list[str], per_key: int) -> tuple[Batch, lb.Counts]:
     """``per_key`` requests for each of ``keys`` header values, counted. The key also goes into the
     path (/lb4/<key>), which the answer body echoes, so every answer is tied to its key."""
     p = check.p
     key = [f"user-{i % p.keys}" for i in range(p.keys * per_key)]
-    return _drive_counted(mesh, insts, len(key), p.concurrency, headers=lambda i: {p.hash_header: key[i]},
+    return _drive_counted(mesh, svc, insts, len(key), p.concurrency, headers=lambda i: {p.hash_header: key[i]},
                           path=lambda i: f"/lb4/{key[i]}")
 
 
-def _hashed(mesh, check, algo: str, insts: list[str], victim: str) -> tuple[lb.ConsistentHash, dict[str, Any]]:
+def _hashed(mesh, check, svc: str, algo: str, insts: list[str], victim: str
+            ) -> tuple[lb.ConsistentHash, dict[str, Any]]:
     """LB-4, one hash policy: the keys driven, then again with ``victim`` deregistered; it registers
     again, and every subscriber routes to it again, before the policy is restored."""
     p, addr = check.p, mesh.advertised[victim]
-    with policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy=algo, hash_header=p.hash_header), check) as a:
-        b1, c1 = _drive_keys(mesh, check, insts, p.requests_per_key)
+    with policy_control.applied(mesh, svc, ServicePolicy(lb_policy=algo, hash_header=p.hash_header), check) as a:
+        b1, c1 = _drive_keys(mesh, check, svc, insts, p.requests_per_key)
         try:
             mesh.control(victim, "/meshbed/deregister")
-            gone = scenario.everywhere(scenario.subscriber_urls(mesh, SERVICE), convergence.lacks_host(SERVICE, addr),
+            gone = scenario.everywhere(scenario.subscriber_urls(mesh, svc), convergence.lacks_host(svc, addr),
                                        10.0, f"{addr} to leave every subscriber")
-            b2, c2 = _drive_keys(mesh, check, insts, p.requests_per_key_after)
+            b2, c2 = _drive_keys(mesh, check, svc, insts, p.requests_per_key_after)
         finally:
             mesh.control(victim, "/meshbed/register")
-            scenario.consul_shows(mesh.consul_client(), SERVICE, [victim], "passing", deadline=20.0, interval=0.1)
-            policy_control.wait_endpoints(mesh, SERVICE, policy_control.current(mesh, SERVICE))
+            scenario.consul_shows(mesh.consul_client(), svc, [victim], "passing", deadline=20.0, interval=0.1)
+            policy_control.wait_endpoints(mesh, svc, policy_control.current(mesh, svc))
     m = lb.consistent_hash(lb.per_key(b1.answers), lb.per_key(b2.answers), victim, insts)
     return m, {"policy": a.to_json(), "before": {"requests": lb.outcome(b1), "envoy": c1.envoy, "instances": c1.app,
                                                 "source_disagreement_pct": c1.disagreement_pct},
@@ -247,46 +269,55 @@ def _hashed(mesh, check, algo: str, insts: list[str], victim: str) -> tuple[lb.C
                **m.to_json()}
 
 
-def _listed(addresses: set[str], healthy: bool) -> convergence.Expectation:
-    """Every one of ``addresses`` is listed in the service's cluster, (un)healthy."""
+def _listed(svc: str, addresses: set[str], healthy: bool) -> convergence.Expectation:
+    """Every one of ``addresses`` is listed in the cluster of ``svc``, (un)healthy."""
     def f(cs: dict[str, list[envoy_admin.HostStatus]]) -> bool:
-        hosts = {x.address: x for x in cs.get(SERVICE, [])}
+        hosts = {x.address: x for x in cs.get(svc, [])}
         return all(a in hosts and hosts[a].healthy == healthy for a in addresses)
     return f
 
 
 @contextlib.contextmanager
-def _unhealthy(mesh, instances: list[str], deadline: float = 15.0) -> Iterator[float]:
-    """``instances`` fail their health checks for the block; yields the seconds until every subscriber
-    lists them unhealthy (never: the deadline, a measured absence). Healthy again on exit: passing in
-    Consul, healthy in every subscriber."""
-    subs = scenario.subscriber_urls(mesh, SERVICE)
+def _unhealthy(mesh, svc: str, instances: list[str], deadline: float = 15.0) -> Iterator[float]:
+    """``instances`` (of ``svc``) fail their health checks for the block; yields the seconds until every
+    subscriber lists them unhealthy (never: the deadline, a measured absence). Healthy again on exit:
+    passing in Consul, healthy in every subscriber."""
+    subs = scenario.subscriber_urls(mesh, svc)
     addrs = {mesh.advertised[i] for i in instances}
     try:
         scenario.set_health(mesh, instances, False)
-        yield slowest(convergence.converge_times(subs, _listed(addrs, False), time.time(), deadline), deadline)
+        yield slowest(convergence.converge_times(subs, _listed(svc, addrs, False), time.time(), deadline), deadline)
     finally:
         scenario.set_health(mesh, instances, True)
-        scenario.consul_shows(mesh.consul_client(), SERVICE, instances, "passing", deadline=20.0, interval=0.1)
-        scenario.everywhere(subs, _listed(addrs, True), deadline, f"{sorted(addrs)} healthy in every subscriber")
+        scenario.consul_shows(mesh.consul_client(), svc, instances, "passing", deadline=20.0, interval=0.1)
+        scenario.everywhere(subs, _listed(svc, addrs, True), deadline, f"{sorted(addrs)} healthy in every subscriber")
 
 
 @pytest.mark.quick
 @pytest.mark.check("LB-5")
-def test_lb5_priority_failover(mesh, check):
-    """All priority-0 endpoints fail (Consul health critical): traffic moves to priority 1."""
-    p = check.p
-    primaries = sorted(mesh.instances_of(SERVICE))
-    with scaled(mesh, p.secondaries, priority=1) as secondaries, \
-            policy_control.applied(mesh, SERVICE, ServicePolicy(lb_policy="ROUND_ROBIN"), check):
+@needs(Upstream(all_serving=False, prefer="priorities"))
+def test_lb5_priority_failover(mesh, check, target):
+    """All priority-0 endpoints fail (Consul health critical): traffic moves to priority 1.
+
+    An upstream whose instances already span priorities (in the topology) fails over to its own
+    lower-priority instances; otherwise ``secondaries`` priority-1 instances are added.
+    """
+    p, svc = check.p, target.service
+    live = sorted(mesh.instances_of(svc))
+    best = min(mesh.instances[i].priority for i in live)
+    primaries, declared = [i for i in live if mesh.instances[i].priority == best], \
+        [i for i in live if mesh.instances[i].priority != best]
+    with (contextlib.nullcontext(declared) if declared else scaled(mesh, svc, p.secondaries, priority=best + 1)) \
+            as secondaries, \
+            policy_control.applied(mesh, svc, ServicePolicy(lb_policy="ROUND_ROBIN"), check):
         insts = primaries + secondaries
         check.evidence("priorities_in_envoy", {x.hostname: x.priority for x in envoy_admin.clusters(
-            next(iter(scenario.subscriber_urls(mesh, SERVICE).values()))).get(SERVICE, [])})
-        b0, c0 = _drive_counted(mesh, insts, 100, p.concurrency, keep_body=False)
+            next(iter(scenario.subscriber_urls(mesh, svc).values()))).get(svc, [])})
+        b0, c0 = _drive_counted(mesh, svc, insts, 100, p.concurrency, keep_body=False)
         check.evidence("before_failure", {"requests": lb.outcome(b0), "envoy": c0.envoy, "instances": c0.app})
-        with _unhealthy(mesh, primaries) as failover_s:
+        with _unhealthy(mesh, svc, primaries) as failover_s:
             check.evidence("primaries_unhealthy_in_every_envoy_s", round(failover_s, 3))
-            batch, counts = _drive_counted(mesh, insts, p.requests, p.concurrency, keep_body=False)
+            batch, counts = _drive_counted(mesh, svc, insts, p.requests, p.concurrency, keep_body=False)
     m = lb.failover(counts, secondaries, batch)
     check.evidence("secondaries", secondaries)
     _counts_evidence(check, batch, counts)
@@ -294,24 +325,24 @@ def test_lb5_priority_failover(mesh, check):
     check.figure("error_rate_after_ejection", m.error_pct, "%", m.requests,
                  "client answers (non-2xx) after every subscriber marked the primaries unhealthy", min_n=p.requests)
     check.figure("secondary_share", m.secondary_pct, "%", m.served, WORSE, min_n=p.requests)
-    check.figure("failover_s", failover_s, "s", len(mesh.subscribers(SERVICE)),
+    check.figure("failover_s", failover_s, "s", len(mesh.subscribers(svc)),
                  "envoy admin /clusters: health flipped -> primaries unhealthy in every subscriber")
     check.judge()
 
 
-def _outlier_stats(mesh) -> dict[str, dict[str, int]]:
-    prefix = _OD.format(SERVICE)
+def _outlier_stats(mesh, svc: str) -> dict[str, dict[str, int]]:
+    prefix = _OD.format(svc)
     out = {}
-    for n, u in scenario.subscriber_urls(mesh, SERVICE).items():
+    for n, u in scenario.subscriber_urls(mesh, svc).items():
         st = envoy_admin.stats(u, regex=prefix.replace(".", r"\."))
         out[n] = {k[len(prefix):]: v for k, v in st.items() if k.startswith(prefix)}
     return out
 
 
-def _ejected(mesh) -> dict[str, list[str]]:
+def _ejected(mesh, svc: str) -> dict[str, list[str]]:
     """Per subscriber: the hosts that currently fail its outlier check."""
-    return {n: [x.hostname for x in envoy_admin.clusters(u).get(SERVICE, []) if x.outlier_ejected]
-            for n, u in scenario.subscriber_urls(mesh, SERVICE).items()}
+    return {n: [x.hostname for x in envoy_admin.clusters(u).get(svc, []) if x.outlier_ejected]
+            for n, u in scenario.subscriber_urls(mesh, svc).items()}
 
 
 @contextlib.contextmanager
@@ -326,31 +357,32 @@ def _failing(mesh, inst: str) -> Iterator[None]:
 
 @pytest.mark.quick
 @pytest.mark.check("LB-6")
-def test_lb6_outlier_detection_ejects_5xx_endpoint(mesh, check):
+@needs(Upstream(min_instances=2))
+def test_lb6_outlier_detection_ejects_5xx_endpoint(mesh, check, target):
     """One endpoint answers 5xx: ejected after consecutive_5xx errors; retries keep clients whole.
 
-    base_ejection_time is longer than the run, so each frontend Envoy ejects the endpoint once and
+    base_ejection_time is longer than the run, so each caller Envoy ejects the endpoint once and
     the figure is about that first ejection (re-admission after the ejection time is not measured).
     An ejection counts as within the threshold when the endpoint served that Envoy at most
     consecutive_5xx 5xx answers, plus the requests that were already in flight to it (measured:
     the endpoint's own max_in_flight - 1), which no ejection can recall.
     """
-    p = check.p
-    insts = sorted(mesh.instances_of(SERVICE))
+    p, svc = check.p, target.service
+    insts = sorted(mesh.instances_of(svc))
     bad = insts[-1]
     pol = ServicePolicy(lb_policy="ROUND_ROBIN",
                         retries=Retries(retry_on="5xx,reset,connect-failure", num_retries=p.num_retries),
                         outlier_detection=OutlierDetection(consecutive_5xx=p.consecutive_5xx, interval_ms=1000,
                                                            base_ejection_time_ms=p.base_ejection_time_ms,
                                                            max_ejection_percent=50))
-    with policy_control.applied(mesh, SERVICE, pol, check):
+    with policy_control.applied(mesh, svc, pol, check):
         mesh.control(bad, "/meshbed/stats/reset")
-        od0 = _outlier_stats(mesh)
+        od0 = _outlier_stats(mesh, svc)
         with _failing(mesh, bad):
-            batch, counts = _drive_counted(mesh, insts, p.requests, p.concurrency, keep_body=False)
-            od1, ejected_now, bad_stats = _outlier_stats(mesh), _ejected(mesh), _app_stats(mesh, bad)
+            batch, counts = _drive_counted(mesh, svc, insts, p.requests, p.concurrency, keep_body=False)
+            od1, ejected_now, bad_stats = _outlier_stats(mesh, svc), _ejected(mesh, svc), _app_stats(mesh, bad)
     # every answer of `bad` is a 5xx: its per-host rq_total in each caller Envoy counts the 5xx it saw
-    m = lb.outlier_ejections(od0, od1, counts.sent_to(SERVICE, bad, od1), p.consecutive_5xx,
+    m = lb.outlier_ejections(od0, od1, counts.sent_to(svc, bad, od1), p.consecutive_5xx,
                              bad_stats.get("max_in_flight", 1), ejected_now)
     check.evidence("bad_endpoint", {
         "instance": bad, "fault": {"mode": "5xx", "ratio": 1.0},
@@ -359,8 +391,8 @@ def test_lb6_outlier_detection_ejects_5xx_endpoint(mesh, check):
     check.evidence("per_envoy", m.per_envoy)
     _counts_evidence(check, batch, counts)
     check.figure("ejecting_envoys", m.pct, "%", m.n,
-                 f"envoy /stats {_OD.format(SERVICE)}{lb.EJECTIONS} and per-host rq_total of the failing endpoint, "
+                 f"envoy /stats {_OD.format(svc)}{lb.EJECTIONS} and per-host rq_total of the failing endpoint, "
                  "per caller Envoy that sent to it: ejected with <= consecutive_5xx (+ in-flight) 5xx per ejection",
-                 min_n=len(mesh.subscribers(SERVICE)))
+                 min_n=len(mesh.subscribers(svc)))
     check.figure("client_success", lb.success_pct(batch), "%", batch.n, "client answers (2xx)", min_n=p.requests)
     check.judge()

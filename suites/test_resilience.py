@@ -22,6 +22,7 @@ from meshbed.observe import convergence, envoy_admin, traces
 from meshbed.observe.trace_collect import collect
 from meshbed.policy import CircuitBreaker, Retries
 from meshbed.readiness import wait_ready
+from meshbed.roles import Edge, Upstream
 from meshbed.traffic import drive
 
 pytestmark = [pytest.mark.resilience, pytest.mark.integration]
@@ -30,13 +31,10 @@ CLIENT = "client (traffic.drive)"
 # caller Envoys' counters RES-1 reads, on whatever cluster the control plane routes the service to
 RETRY_COUNTERS = r"^cluster\..+\.(upstream_rq_retry|upstream_rq_retry_success|upstream_cx_destroy_remote|upstream_rq_total)$"
 SLICER = {"average_size": 1024, "size_variation": 512, "delay_us": 50}
+needs = pytest.mark.needs_topology  # what each check needs from the topology (meshbed.roles)
 
 
 # -- setup ---------------------------------------------------------------------
-
-def _entry(mesh) -> str:
-    return tracing.entry_service(mesh.topology)
-
 
 def _proxies(mesh, service: str) -> dict[str, str]:
     """Toxiproxy proxy in front of each instance's sidecar, by instance."""
@@ -70,9 +68,10 @@ def _envoy_state(mesh, envoys: list[str]) -> resilience.EnvoyState:
 # -- checks --------------------------------------------------------------------
 
 @pytest.mark.check("RES-1")
-def test_res1_reset_peer_on_one_endpoint_with_retries(mesh, check, toxi, fault_log):
-    """reset_peer on the link into 1 of the backend endpoints; the retry policy hides it from clients."""
-    p, svc = check.p, "backend"
+@needs(Upstream(min_instances=2, links=("upstream",)))
+def test_res1_reset_peer_on_one_endpoint_with_retries(mesh, check, toxi, fault_log, target):
+    """reset_peer on the link into 1 of an upstream's endpoints; the retry policy hides it from clients."""
+    p, svc = check.p, target.service
     proxies = _proxies(mesh, svc)
     victim = sorted(proxies)[0]
     callers = _caller_envoys(mesh, svc)
@@ -98,7 +97,8 @@ def test_res1_reset_peer_on_one_endpoint_with_retries(mesh, check, toxi, fault_l
 
 @pytest.mark.quick
 @pytest.mark.check("RES-2")
-def test_res2_latency_above_route_timeout(mesh, check, toxi, fault_log):
+@needs(Edge(links=("upstream",)))
+def test_res2_latency_above_route_timeout(mesh, check, toxi, fault_log, target):
     """A latency toxic above the route timeout: every answer a 504 at timeout (+ <= 100 ms), none hangs.
 
     The timeout is set on the route the client sees directly (ingress -> entry service), and
@@ -109,7 +109,7 @@ def test_res2_latency_above_route_timeout(mesh, check, toxi, fault_log):
     p = check.p
     if p.latency_ms <= p.route_timeout_ms:
         raise ConfigError(f"RES-2 params: latency_ms {p.latency_ms} must exceed route_timeout_ms {p.route_timeout_ms}")
-    svc = _entry(mesh)
+    svc = target.service
     toxics = [faults.latency(toxi, x, p.latency_ms, log=fault_log) for x in _proxies(mesh, svc).values()]
     bound_s = resilience.client_bound_s(p.latency_ms)
     with policy_control.applied(mesh, svc, _with(mesh, svc, timeout_ms=p.route_timeout_ms), check), \
@@ -126,16 +126,17 @@ def test_res2_latency_above_route_timeout(mesh, check, toxi, fault_log):
 
 @pytest.mark.quick
 @pytest.mark.check("RES-3")
-def test_res3_circuit_breaker_under_overload(mesh, check):
-    """Circuit breaker on the backend cluster (max_requests = max_pending = max_connections = N) under overload.
+@needs(Upstream())
+def test_res3_circuit_breaker_under_overload(mesh, check, target):
+    """Circuit breaker on an upstream's cluster (max_requests = max_pending = max_connections = N) under overload.
 
-    Each caller Envoy enforces its own limit: from the backends' server spans (one host clock),
-    the most backend requests in flight at once through one frontend sidecar must not exceed N.
+    Each caller Envoy enforces its own limit: from the upstream's server spans (one host clock),
+    the most upstream requests in flight at once through one caller sidecar must not exceed N.
     overflow_503_p99 is the overflowing sidecar's own span (response flag UO); the calling app's
     span and the end client's latency are extra figures (on 2 shared cores they mostly measure
     Python event-loop queueing).
     """
-    p, svc = check.p, "backend"
+    p, svc = check.p, target.service
     backends = mesh.instances_of(svc)
     limit = p.max_requests
     cb = CircuitBreaker(max_connections=limit, max_pending_requests=limit, max_requests=limit, max_retries=3)
@@ -151,10 +152,10 @@ def test_res3_circuit_breaker_under_overload(mesh, check):
     check.figure("overflow_503_p99", m.envoy_ms.p99, "ms", m.envoy_ms.n,
                  "overflowing sidecar's span (jaeger, response flag UO)", min_n=m.overflow_spans_needed)
     check.figure("overflow_503_caller_p99", m.caller_ms.p99, "ms", m.caller_ms.n, "calling app's client span (jaeger)")
-    check.figure("overflow_client_p99", m.client_ms.p99, "ms", m.client_ms.n, "end client, via ingress+frontend")
+    check.figure("overflow_client_p99", m.client_ms.p99, "ms", m.client_ms.n, "end client, via the ingress")
     check.figure("concurrency_excess", m.concurrency_excess, "requests", m.attributed,
-                 "backend server spans in jaeger, per frontend sidecar", min_n=m.ok, bad_count=True)
-    check.figure("upstream_concurrency_peak_per_envoy", m.peak, "requests", m.attributed, "backend server spans")
+                 f"{svc} server spans in jaeger, per caller sidecar", min_n=m.ok, bad_count=True)
+    check.figure("upstream_concurrency_peak_per_envoy", m.peak, "requests", m.attributed, f"{svc} server spans")
     check.figure("overflow_share", m.overflow_share_pct, "%", m.requests, CLIENT)
     check.figure("other_failures", m.other_failures, "requests", m.requests, CLIENT, bad_count=True)
     check.evidence("answers", {"by_status": batch.by_status(), "ok": m.ok, "overflow": m.overflow,
@@ -176,13 +177,14 @@ def _overload_traces(mesh, answers: list, svc: str):
 
 
 @pytest.mark.check("RES-4")
-def test_res4_rolling_restart_under_load(mesh, check, load, fault_log):
-    """Restart every backend instance (app and sidecar), one at a time, under Locust load.
+@needs(Upstream(min_instances=2))
+def test_res4_rolling_restart_under_load(mesh, check, load, fault_log, target):
+    """Restart every instance of an upstream (app and sidecar), one at a time, under Locust load.
 
     The load runs at least duration_s and until every restart is over, plus a margin: a
     slow control plane cannot outrun the measurement window.
     """
-    p, svc = check.p, "backend"
+    p, svc = check.p, target.service
     with load(rps=p.rps, duration_s=resilience.load_bound_s(p.duration_s)) as run:
         run.wait_started()
         steps = [_restart_one(mesh, inst, fault_log) for inst in sorted(mesh.instances_of(svc))]
@@ -221,18 +223,19 @@ def _restart_one(mesh, inst: str, fault_log, deadline_s: float = 15.0) -> dict[s
 
 @pytest.mark.quick
 @pytest.mark.check("RES-5")
-def test_res5_bandwidth_and_slicer_on_large_responses(mesh, check, toxi, fault_log):
+@needs(Upstream(from_edge=True, links=("upstream",)))
+def test_res5_bandwidth_and_slicer_on_large_responses(mesh, check, toxi, fault_log, target):
     """Bandwidth and slicer toxics on every link into the sidecars; every large body arrives whole.
 
     Half the requests fetch /bytes/N from the entry service (the body crosses the ingress ->
-    frontend link, checked against x-meshbed-sha256), half fetch ?size=N&only=backend (the
-    backend's payload crosses the frontend -> backend link, inside the frontend's JSON).
+    edge link, checked against x-meshbed-sha256), half fetch ?size=N&only=<upstream> (the payload
+    of the edge's first upstream crosses the edge -> upstream link, inside the edge's JSON).
     """
-    p = check.p
-    proxies = sorted({**_proxies(mesh, _entry(mesh)), **_proxies(mesh, "backend")}.values())
+    p, svc = check.p, target.service
+    proxies = sorted({**_proxies(mesh, target.edge), **_proxies(mesh, svc)}.values())
     toxics = [f for x in proxies for f in (faults.bandwidth(toxi, x, p.bandwidth_kb_s, log=fault_log),
                                            faults.slicer(toxi, x, **SLICER, log=fault_log))]
-    paths = (f"/bytes/{p.size_bytes}", f"/?size={p.size_bytes}&only=backend")
+    paths = (f"/bytes/{p.size_bytes}", f"/?size={p.size_bytes}&only={svc}")
     with faults.all_of(*toxics):
         batch = drive(mesh.ingress_url, p.requests, concurrency=4, path=lambda i: paths[i % 2], timeout=30)
     m = resilience.intact_bodies(batch.answers, p.size_bytes)

@@ -22,11 +22,13 @@ from meshbed.errors import MeshbedError
 from meshbed.measure import tracing
 from meshbed.observe import traces
 from meshbed.observe.trace_collect import Collected, collect
+from meshbed.roles import Edge, Upstream
 from meshbed.traffic import drive
 
 pytestmark = [pytest.mark.tracing, pytest.mark.integration]
 
 JAEGER = "jaeger /api/v3/traces"
+needs = pytest.mark.needs_topology  # what each check needs from the topology (meshbed.roles)
 
 
 # -- setup ---------------------------------------------------------------------
@@ -64,6 +66,7 @@ def _jaeger_evidence(col: Collected) -> dict[str, Any]:
 # -- checks --------------------------------------------------------------------
 
 @pytest.mark.check("TRACE-1")
+@needs(Edge())
 def test_trace1_complete_traces_under_steady_load(mesh, check, expected):
     """Every request of a steady load has exactly one complete trace."""
     p = check.p
@@ -82,6 +85,7 @@ def test_trace1_complete_traces_under_steady_load(mesh, check, expected):
 
 @pytest.mark.quick
 @pytest.mark.check("TRACE-2")
+@needs(Edge())
 def test_trace2_propagation_through_app_hops(mesh, check, expected):
     """Service spans are children of their sidecar's inbound span; cluster and instance are tagged."""
     p = check.p
@@ -103,20 +107,22 @@ def test_trace2_propagation_through_app_hops(mesh, check, expected):
 
 @pytest.mark.quick
 @pytest.mark.check("TRACE-3")
-def test_trace3_data_path_faults_mark_failed_hops(mesh, check, toxi, fault_log, expected):
-    """reset_peer, then latency above the route timeout, each on the link into one backend.
+@needs(Upstream(min_instances=2, from_edge=True, links=("upstream",)))
+def test_trace3_data_path_faults_mark_failed_hops(mesh, check, toxi, fault_log, expected, target):
+    """reset_peer, then latency above the route timeout, each on the link into one instance of the
+    edge's first upstream (the answer body names the instance that served it).
 
-    reset_peer sits on the request direction, so a reset request never reaches the backend:
+    reset_peer sits on the request direction, so a reset request never reaches the upstream:
     its tree ends at the caller sidecar's outbound span (the hop). The latency toxic delays
     the answer past the route timeout: its tree is whole. Either way the hop span of every
     request that crossed the fault must be error-marked with a response flag.
     """
-    p, svc = check.p, "backend"
+    p, svc = check.p, target.service
     links = _links(mesh, "upstream")
     victims = sorted(i for i in mesh.instances_of(svc) if i in links)[:2]
     if len(victims) < 2:
-        pytest.skip("needs >= 2 backends behind upstream links through Toxiproxy")
-    hop = (traces.sidecar(tracing.callers(mesh.topology, svc)[0]), traces.CLIENT)
+        pytest.skip(f"needs >= 2 instances of {svc} behind upstream links through Toxiproxy")
+    hop = (traces.sidecar(target.caller), traces.CLIENT)
     faulted = {"reset_peer": victims[0], "latency": victims[1]}
     pol = dataclasses.replace(policy_control.baseline(mesh, svc), timeout_ms=p.route_timeout_ms)
     phases = {}
@@ -140,11 +146,12 @@ def test_trace3_data_path_faults_mark_failed_hops(mesh, check, toxi, fault_log, 
     check.chart("traces", "incomplete_examples", tracing.examples(col.list))
     if m.fewest_crossed == 0:
         raise MeshbedError(f"a fault was never met by any request: {dict((k, v.crossed) for k, v in m.phases.items())}",
-                           hint="no request was sent to the faulted backend; see evidence 'phases'")
+                           hint="no request was sent to the faulted instance; see evidence 'phases'")
     check.judge()
 
 
 @pytest.mark.check("TRACE-4")
+@needs(Edge(links=("tracing",)))
 def test_trace4_export_link_down_then_healed(mesh, check, toxi, fault_log, expected):
     """Cut the Envoy/app -> Jaeger links (OTLP gRPC and HTTP) for fault_s under traffic, then heal.
 
@@ -173,6 +180,7 @@ def test_trace4_export_link_down_then_healed(mesh, check, toxi, fault_log, expec
 
 
 @pytest.mark.check("TRACE-5")
+@needs(Edge())
 def test_trace5_sampling_decided_once_at_the_edge(mesh, check, expected):
     """At 10 % sampling: ~10 % of requests have a trace, and every sampled trace is complete."""
     p = check.p

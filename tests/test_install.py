@@ -139,7 +139,8 @@ def user(tmp_path_factory: pytest.TempPathFactory):
 
 def test_the_wheel_carries_what_the_commands_need(user):
     names = set(zipfile.ZipFile(user.wheel).namelist())
-    for needed in ("meshbed/examples/basic.yaml", "meshbed/profiles/default.yaml",
+    for needed in ("meshbed/examples/basic.yaml", "meshbed/examples/chain.yaml", "meshbed/topology.schema.json",
+                   "meshbed/roles.py", "meshbed/profiles/default.yaml",
                    "meshbed/_templates/loadtests/locustfile.py", "meshbed/_templates/envoy/bootstrap.yaml.j2",
                    "meshbed/suites/__init__.py", "meshbed/suites/test_discovery.py", "meshbed/suites/test_lb.py",
                    "meshbed/fixtures.py", "meshbed/testing.py", "meshbed/report/schema.json"):

@@ -58,3 +58,33 @@ def test_missing_and_invalid_yaml(tmp_path):
     bad.write_text("services: [a\n")
     with pytest.raises(ConfigError, match=r"line \d+, column \d+: invalid YAML"):
         topology.load(bad)
+
+
+@pytest.mark.parametrize("routes, bad", [
+    (["/", "/c"], 1),  # '/' swallows every /c request
+    (["/api", "/api/v2"], 1),  # a plain string prefix: /api takes /api/v2 too
+    (["/c", "/a", "/", "/a/b"], 3),
+    (["/a", "/ab"], 1),  # Envoy's prefix match is not per path segment
+])
+def test_a_route_an_earlier_prefix_swallows_is_an_error(routes, bad):
+    doc = {"services": {"a": {}, "b": {}},
+           "ingress": {"routes": [{"prefix": r, "service": "a" if i % 2 else "b"} for i, r in enumerate(routes)]}}
+    with pytest.raises(ConfigError) as ei:
+        topology.parse(doc, "t.yaml")
+    msg = str(ei.value)
+    assert f"ingress.routes[{bad}].prefix" in msg and "can never match" in msg and "longer prefix first" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("routes", [["/c", "/"], ["/api/v2", "/api", "/"], ["/a", "/b"], ["/ab", "/a"]])
+def test_longer_prefixes_first_are_fine(routes):
+    doc = {"services": {"a": {}}, "ingress": {"routes": [{"prefix": r, "service": "a"} for r in routes]}}
+    assert [r.prefix for r in topology.parse(doc).ingress] == routes
+
+
+def test_chain_example_loads():
+    t = topology.load(ROOT / "examples" / "chain.yaml")
+    assert list(t.services) == ["web", "api", "store"]
+    assert t.callers_of("store") == ["api"] and t.callers_of("web") == ["ingress"]
+    store = t.services["store"].instances
+    assert {i.version for i in store} == {"v1", "v2"} and {i.priority for i in store} == {0, 1}

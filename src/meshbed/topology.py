@@ -1,11 +1,14 @@
 """The topology file: what mesh to build, validated into plain dataclasses.
 
 A bad file fails with one ConfigError line naming the file, the field path
-and the problem — never a traceback.
+and the problem — never a traceback. The format is described for people in
+docs/topology.md and for editors by the JSON Schema ``topology.schema.json``
+beside this module (``schema()``); tests keep the three in step.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,6 +23,16 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 ZONE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 PREFIX_RE = re.compile(r"^/[\x21-\x7e]{0,255}$")
 LINKS = ("upstream", "control_plane", "tracing", "consul")
+SCHEMA_PATH = Path(__file__).resolve().parent / "topology.schema.json"
+
+# the fields each level of a topology file accepts (policy fields: meshbed.policy)
+TOP_FIELDS = frozenset({"name", "services", "ingress", "chaos", "mesh", "registry", "tracing"})
+SERVICE_FIELDS = frozenset({"replicas", "calls", "policy", "instances"})
+INSTANCE_FIELDS = frozenset({"version", "priority", "zone"})
+INGRESS_FIELDS = frozenset({"routes"})
+ROUTE_FIELDS = frozenset({"prefix", "service"})
+CHAOS_FIELDS = frozenset({"links"})
+MESH_FIELDS = frozenset({"sampling_percent"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ class Topology:
     chaos_links: frozenset[str]
     mesh: MeshPolicy
     source: str = "<dict>"
+    registry: str = "consul"  # consul | eureka: where instances register (docs/registries.md)
+    tracing: str = "w3c"  # w3c | b3: trace headers and Envoy's tracer (docs/tracing-formats.md)
 
     def instances(self) -> list[InstanceSpec]:
         return [i for s in self.services.values() for i in s.instances]
@@ -181,7 +196,7 @@ def parse(data: Any, source: str = "<dict>", *, max_instances: int | None = None
     if data is None:
         raise p.fail("(top)", "the file is empty")
     d = _mapping(p, data, "(top)")
-    _check_keys(p, d, "", {"name", "services", "ingress", "chaos", "mesh"})
+    _check_keys(p, d, "", set(TOP_FIELDS))
     if "name" in d:
         name = _name(p, d["name"], "name")
     else:  # no name: derive a valid one from the file name
@@ -198,7 +213,7 @@ def parse(data: Any, source: str = "<dict>", *, max_instances: int | None = None
         if sname == "ingress":
             raise p.fail(where, "'ingress' is reserved for the edge proxy")
         s = _mapping(p, sraw if sraw is not None else {}, where)
-        _check_keys(p, s, where, {"replicas", "calls", "policy", "instances"})
+        _check_keys(p, s, where, set(SERVICE_FIELDS))
         replicas = _int(p, s.get("replicas", 1), f"{where}.replicas", 1, 32)
         calls = _opt(s, "calls", [])
         if not isinstance(calls, list) or not all(isinstance(c, str) for c in calls):
@@ -220,7 +235,7 @@ def parse(data: Any, source: str = "<dict>", *, max_instances: int | None = None
         for i in range(replicas):
             iw = f"{where}.instances[{i}]"
             ir = _mapping(p, raw_inst[i], iw) if raw_inst else {}
-            _check_keys(p, ir, iw, {"version", "priority", "zone"})
+            _check_keys(p, ir, iw, set(INSTANCE_FIELDS))
             version = ir.get("version", "v1")
             if not isinstance(version, str) or not re.match(r"^[a-z0-9][a-z0-9.-]{0,15}$", version):
                 raise p.fail(f"{iw}.version", f"{_short(version)} is not a valid version label")
@@ -248,26 +263,27 @@ def parse(data: Any, source: str = "<dict>", *, max_instances: int | None = None
         routes = [IngressRoute("/", first)]
     else:
         ig = _mapping(p, ing, "ingress")
-        _check_keys(p, ig, "ingress", {"routes"})
+        _check_keys(p, ig, "ingress", set(INGRESS_FIELDS))
         raw_routes = ig.get("routes")
         if not isinstance(raw_routes, list) or not raw_routes:
             raise p.fail("ingress.routes", "must be a non-empty list of {prefix, service}")
         for i, r in enumerate(raw_routes):
             rw = f"ingress.routes[{i}]"
             rr = _mapping(p, r, rw)
-            _check_keys(p, rr, rw, {"prefix", "service"})
+            _check_keys(p, rr, rw, set(ROUTE_FIELDS))
             prefix = rr.get("prefix", "/")
             if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
                 raise p.fail(f"{rw}.prefix", f"must be a path starting with '/' (printable, no spaces, <= 256 chars), "
                                              f"got {_short(prefix)}")
             if any(r.prefix == prefix for r in routes):
                 raise p.fail(f"{rw}.prefix", f"{prefix!r} is routed twice")
+            _check_not_shadowed(p, routes, prefix, rw)
             svc = rr.get("service")
             if not isinstance(svc, str) or svc not in services:
                 raise p.fail(f"{rw}.service", f"unknown service {_short(svc)}; known: {', '.join(services)}")
             routes.append(IngressRoute(prefix, svc))
     chaos = _mapping(p, _opt(d, "chaos", {}), "chaos")
-    _check_keys(p, chaos, "chaos", {"links"})
+    _check_keys(p, chaos, "chaos", set(CHAOS_FIELDS))
     links = _opt(chaos, "links", list(LINKS))
     if not isinstance(links, list):
         raise p.fail("chaos.links", f"must be a list drawn from {', '.join(LINKS)}")
@@ -275,7 +291,7 @@ def parse(data: Any, source: str = "<dict>", *, max_instances: int | None = None
         if link not in LINKS:
             raise p.fail(f"chaos.links[{i}]", f"{_short(link)} is not one of {', '.join(LINKS)}")
     mesh_raw = _mapping(p, _opt(d, "mesh", {}), "mesh")
-    _check_keys(p, mesh_raw, "mesh", {"sampling_percent"})
+    _check_keys(p, mesh_raw, "mesh", set(MESH_FIELDS))
     sp = mesh_raw.get("sampling_percent")
     if sp is not None and (isinstance(sp, bool) or not isinstance(sp, (int, float))):
         raise p.fail("mesh.sampling_percent", f"must be a number in 0..100, got {_short(sp)}")
@@ -283,7 +299,24 @@ def parse(data: Any, source: str = "<dict>", *, max_instances: int | None = None
         mesh = MeshPolicy.from_json(mesh_raw)
     except ConfigError as exc:
         raise ConfigError(one_line(f"{source}: {exc}")) from None
-    return Topology(name, services, tuple(routes), frozenset(links), mesh, source)
+    registry, tracing = _opt(d, "registry", "consul"), _opt(d, "tracing", "w3c")
+    if registry not in ("consul", "eureka"):
+        raise p.fail("registry", f"{_short(registry)} is not one of consul, eureka")
+    if tracing not in ("w3c", "b3"):
+        raise p.fail("tracing", f"{_short(tracing)} is not one of w3c, b3")
+    return Topology(name, services, tuple(routes), frozenset(links), mesh, source, registry=registry, tracing=tracing)
+
+
+def _check_not_shadowed(p: _Path, earlier: list[IngressRoute], prefix: str, where: str) -> None:
+    """The ingress Envoy tries routes in file order and takes the first whose prefix matches (a plain
+    string prefix): a route after one with a prefix of its own prefix can never match. An error, not
+    a warning: that route's service would silently get no traffic from the edge, and the fix (list
+    the longer prefix first) is always possible."""
+    for i, r in enumerate(earlier):
+        if prefix.startswith(r.prefix):
+            raise p.fail(f"{where}.prefix", f"{prefix!r} can never match: the earlier ingress.routes[{i}] "
+                                            f"({r.prefix!r} -> {r.service}) takes every path it would; "
+                                            f"list the longer prefix first")
 
 
 def _check_cycles(p: _Path, services: dict[str, ServiceSpec]) -> None:
@@ -303,6 +336,11 @@ def _check_cycles(p: _Path, services: dict[str, ServiceSpec]) -> None:
         visit(n, [])
 
 
+def schema() -> dict[str, Any]:
+    """The JSON Schema of topology files (what editors validate with; docs/topology.md is checked against it)."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
 def load(path: str | Path, *, max_instances: int | None = None) -> Topology:
     """Read and validate a topology YAML file (strictly: see meshbed.safeio)."""
     path = Path(path)
@@ -311,4 +349,5 @@ def load(path: str | Path, *, max_instances: int | None = None) -> Topology:
     return parse(data, str(path), max_instances=max_instances)
 
 
-__all__ = ["Topology", "ServiceSpec", "InstanceSpec", "IngressRoute", "load", "parse", "instance_limit", "LINKS", "LB_POLICIES"]
+__all__ = ["Topology", "ServiceSpec", "InstanceSpec", "IngressRoute", "load", "parse", "instance_limit", "schema",
+           "LINKS", "LB_POLICIES", "SCHEMA_PATH"]
