@@ -65,11 +65,16 @@ class Figure:
     min_n: int = 1  # fewer samples than this: the figure cannot pass
     # a count of bad events (late requests, partial pushes, NACKs): under-sampled, it can still fail
     bad_count: bool = False
+    envoys: tuple[str, ...] = ()  # the Envoys it was measured on, when the test said (diagnostics)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         if isinstance(self.value, float) and not math.isfinite(self.value):
             d["value"] = None
+        if self.envoys:
+            d["envoys"] = list(self.envoys)
+        else:
+            del d["envoys"]
         return d
 
 

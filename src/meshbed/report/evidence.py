@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from html import escape
 from typing import Any, Iterable
 
@@ -505,3 +506,116 @@ def render_evidence(check: dict[str, Any], strict: bool = False) -> str:
         return 3 if isinstance(v, (dict, list)) and len(json.dumps(v, default=str)) > 1500 else 1
     items: Iterable[tuple[str, Any]] = sorted(ev.items(), key=rank)
     return "".join(render_value(k, v, ctx) for k, v in items)
+
+
+# -- diagnostics of a failed check (meshbed.diagnostics) ------------------------
+
+MAX_LOG_CHARS = 20_000
+_MOMENTS = {"judge": "when the check was judged, before the test's own cleanup",
+            "call": "when the test raised, before its fixtures' teardown",
+            "teardown": "at the check fixture's teardown, after the test's own cleanup"}
+
+
+def _pre(v: Any, limit: int = MAX_LOG_CHARS, cls: str = "log") -> str:
+    if isinstance(v, list):
+        v = "\n".join(str(x) for x in v)
+    elif not isinstance(v, str):
+        v = json.dumps(v, indent=1, default=str)
+    if len(v) > limit:
+        v = v[:limit] + "\n… truncated"
+    return f'<pre class="{cls}">{escape(v)}</pre>'
+
+
+def _json_text(text: Any) -> str:
+    """A stored JSON text, shown compact (one line where it fits); anything else as it is."""
+    if isinstance(text, str):
+        try:
+            return json_pre(json.loads(text), limit=MAX_LOG_CHARS)
+        except ValueError:
+            return _pre(text)
+    return json_pre(text, limit=MAX_LOG_CHARS)
+
+
+def _fold(summary: str, body: str) -> str:
+    return f"<details><summary>{summary}</summary>{body}</details>"
+
+
+def _links(traces: list[dict[str, Any]], jaeger: dict[str, Any]) -> str:
+    rows = []
+    for t in traces:
+        tid = str(t.get("trace_id") or "")
+        links = ""
+        if tid and jaeger.get("trace_url"):
+            links = (f' <a href="{escape(str(jaeger["trace_url"]).replace("{trace_id}", tid))}">trace</a>'
+                     f' <a href="{escape(str(jaeger.get("api_url", "")).replace("{trace_id}", tid))}">json</a>')
+        rows.append(f'<li>request <code>{escape(str(t.get("request_id") or "-"))}</code> trace '
+                    f'<code>{escape(tid or "-")}</code>{links}'
+                    + (f' <span class="muted">{escape(str(t.get("why")))}</span>' if t.get("why") else "")
+                    + f' <span class="muted">({escape(str(t.get("evidence", "")))})</span></li>')
+    q = escape(str(jaeger.get("query_url") or ""))
+    note = (f'<p class="muted">Jaeger: <a href="{q}">{q}</a> ({escape(str(jaeger.get("note", "")))})</p>'
+            if q else "")
+    return f'<ul class="traceids">{"".join(rows)}</ul>{note}'
+
+
+def render_diagnostics(d: dict[str, Any]) -> str:
+    """A failed check's diagnostics, compact: the facts in one table, Envoy state and logs folded."""
+    if not d:
+        return ""
+    facts: list[tuple[str, str]] = []
+    if d.get("rerun"):
+        facts.append(("re-run", f'<code class="cmd">{escape(str(d["rerun"]))}</code>'))
+    att = d.get("attribution") or {}
+    if att:
+        envoys = ", ".join(f"<b>{escape(str(n))}</b>" for n in att.get("envoys") or []) or "none"
+        facts.append(("Envoys", f'{envoys} <span class="muted">(rule: {escape(str(att.get("rule", "")))}: '
+                                f'{escape(str(att.get("why", "")))})</span>'))
+        if att.get("services"):
+            facts.append(("services", escape(", ".join(map(str, att["services"])))))
+    cap = d.get("captured") or {}
+    if cap:
+        when = _MOMENTS.get(str(cap.get("moment")), str(cap.get("moment")))
+        at = cap.get("at")
+        stamp = ""
+        if _num(at):
+            stamp = time.strftime("%H:%M:%S UTC, ", time.gmtime(float(at)))
+        facts.append(("captured", escape(stamp + when) + (f' <span class="muted">{escape(str(cap["note"]))}</span>'
+                                                          if cap.get("note") else "")))
+    run = d.get("run") or {}
+    if run.get("run_dir"):
+        facts.append(("run dir", f'<code>{escape(str(run["run_dir"]))}</code>'))
+    if run.get("logs"):
+        facts.append(("logs", "<br>".join(f'{escape(str(k))}: <code>{escape(str(v))}</code>'
+                                          for k, v in run["logs"].items())))
+    vs = [f"<b>{escape(str(n))}</b> {escape(str(svc))}: {escape(str(line))}"
+          for n, e in (d.get("envoys") or {}).items() for svc, line in ((e or {}).get("vs_registry") or {}).items()]
+    if vs:
+        facts.append(("endpoints vs registry", "<br>".join(vs)))
+    fr = d.get("failed_requests") or {}
+    if fr.get("requests"):
+        facts.append((f'failed requests ({len(fr["requests"])})', _links(fr["requests"], fr.get("jaeger") or {})))
+    parts = []
+    if d.get("error"):
+        parts.append(f'<p class="fail-text">{escape(str(d["error"]))}</p>')
+    if facts:
+        parts.append('<table class="kv diag">' + "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>"
+                                                         for k, v in facts) + "</table>")
+    for name, entry in (d.get("envoys") or {}).items():
+        entry = entry or {}
+        if entry.get("error"):
+            parts.append(f'<p class="fail-text">Envoy <b>{escape(str(name))}</b>: {escape(str(entry["error"]))}</p>')
+        for key in [k for k in entry if k not in ("error", "vs_registry") and not k.endswith("_cut")]:
+            cut = entry.get(f"{key}_cut")
+            note = f' <span class="muted">({escape(str(cut))})</span>' if cut else ""
+            body = _json_text(entry[key]) if key == "config_dump" and cut else _pre(entry[key])
+            parts.append(_fold(f"Envoy <b>{escape(str(name))}</b>: {escape(str(key))}{note}", body))
+    if d.get("envoys_not_dumped"):
+        parts.append(f'<p class="muted">{escape(str(d["envoys_not_dumped"]))}</p>')
+    for name, tail in (d.get("logs") or {}).items():
+        parts.append(_fold(f"log tail: <b>{escape(str(name))}</b>", _pre(tail)))
+    shown = {"rerun", "attribution", "captured", "run", "failed_requests", "error", "envoys", "envoys_not_dumped",
+             "logs"}
+    for k, v in d.items():
+        if k not in shown:
+            parts.append(_fold(escape(str(k)), _pre(v)))
+    return f'<div class="diagnostics"><h4>diagnostics at the moment of failure</h4>{"".join(parts)}</div>'
