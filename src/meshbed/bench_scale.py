@@ -2,7 +2,9 @@
 
 Per control plane, one mesh (the topology's) grows to each N in turn with
 Envoy-only nodes subscribed like sidecars calling ``backend`` (one process
-each, ``--concurrency 1``). At each N:
+each, ``--concurrency 1``, in low-memory mode: an overload manager on a
+``max_heap_mb`` heap budget, 64 KiB buffers on its static clusters, no hot-restart
+shared memory). At each N:
 
 * **change -> every Envoy**: an instance deregistered (then registered) ``changes`` times;
   per Envoy, the seconds from the Consul call to the control plane's first EDS
@@ -12,7 +14,9 @@ each, ``--concurrency 1``). At each N:
 * **churn storm**: ``churn_rate`` events/s for ``churn_s`` over the backends, then
   the settle time until every polled Envoy lists exactly Consul's endpoints;
 * **memory and CPU**: the control plane's CPU seconds over the step and its peak
-  RSS; the Envoys' RSS (median and total), from /proc (process runtime).
+  RSS; the Envoys' RSS (median and total), from /proc (process runtime), split
+  into private memory (RssAnon) and the binary's file pages (RssFile), which
+  every Envoy shares: N Envoys really take about N x private + one binary.
 
 Output: a JSON document and an HTML page with latency-vs-N and memory-vs-N,
 one line per control plane.
@@ -51,10 +55,23 @@ def _acks(cp_url: str, t0: float, nodes: set[str]) -> dict[str, float]:
     return {n: v for n, v in convergence.cp_ack_times(cp_url, t0, "EDS").items() if n in nodes}
 
 
-def _rss_mb(handles: list[Any]) -> list[float]:
-    """Each live process's resident memory now (process runtime; other runtimes give none)."""
+def _rss_mb(handles: list[Any]) -> list[dict[str, float]]:
+    """Each live process's resident memory now, total/private/file (process runtime; other runtimes give none)."""
     pids = [getattr(h, "pid", None) for h in handles]
-    return [r for r in (procutil.rss_mb(p) for p in pids if p) if r is not None]
+    return [r for r in (procutil.rss_split_mb(p) for p in pids if p) if r is not None]
+
+
+def envoy_memory(handles: list[Any]) -> dict[str, Any]:
+    """The Envoys' RSS: per Envoy (median) and in all, and what they take together (the binary's pages once)."""
+    rss = _rss_mb(handles)
+    if not rss:
+        return {"median": None, "total": 0.0, "n": 0}
+    anon = [r["anon"] for r in rss]
+    return {"median": round(statistics.median(r["rss"] for r in rss), 1),
+            "total": round(sum(r["rss"] for r in rss), 1), "n": len(rss),
+            "private_median": round(statistics.median(anon), 1), "private_total": round(sum(anon), 1),
+            "shared_file_median": round(statistics.median(r["file"] for r in rss), 1),
+            "estimated_total": round(sum(anon) + max(r["file"] for r in rss), 1)}
 
 
 def _changes(mesh: Any, cp_url: str | None, envoys: dict[str, Any], changes: int, deadline: float,
@@ -106,11 +123,12 @@ def _churn(mesh: Any, envoys: dict[str, Any], rate: float, duration: float, dead
 
 def bench_scale(settings: Settings, controlplanes: list[str], sizes: list[int], changes: int = 6,
                 churn_rate: float = 20.0, churn_s: float = 30.0, deadline: float = 10.0,
-                progress: Callable[[str], None] = print) -> dict[str, Any]:
+                progress: Callable[[str], None] = print, max_heap_mb: int = 64) -> dict[str, Any]:
+    """``max_heap_mb``: every Envoy's low-memory heap budget (0: Envoy's defaults, no overload manager)."""
     topo = load(settings.topology)
     rows: list[dict[str, Any]] = []
     for cp in controlplanes:
-        s = dataclasses.replace(settings, controlplane=cp)
+        s = dataclasses.replace(settings, controlplane=cp, envoy_concurrency=1, envoy_max_heap_mb=max_heap_mb)
         progress(f"{cp}: bringing the mesh up")
         with bring_up(topo, s) as mesh, contextlib.ExitStack() as stack:
             cp_port = mesh.controlplane.spec.ports.get("http")
@@ -140,15 +158,15 @@ def bench_scale(settings: Settings, controlplanes: list[str], sizes: list[int], 
                 usage = mesh.controlplane.usage() or {}
                 row["cp_cpu_s"] = round(usage.get("cpu_s", 0.0) - cpu0, 3)
                 row["cp_peak_rss_mb"] = usage.get("peak_rss_mb")
-                rss = _rss_mb(list(envoys.values()))
-                row["envoy_rss_mb"] = {"median": statistics.median(rss) if rss else None, "total": round(sum(rss), 1),
-                                       "n": len(rss)}
+                row["envoy_rss_mb"] = envoy_memory(list(envoys.values()))
                 rows.append(row)
                 progress(f"{cp} @ {len(envoys)}: change p99 {row['change']['p99'] * 1000:.0f} ms, "
                          f"churn settle {row['churn']['settle_s']:.2f} s, CP RSS {row['cp_peak_rss_mb']} MB")
     return {"schema": SCHEMA, "generated_at": time.time(), "sizes": sorted(sizes), "controlplanes": controlplanes,
             "changes": changes, "churn": {"rate_per_s": churn_rate, "duration_s": churn_s}, "rows": rows,
-            "machine": {"cpus": os.cpu_count()}}
+            "machine": {"cpus": os.cpu_count()},
+            "envoy_settings": {"concurrency": 1, "max_heap_mb": max_heap_mb,
+                               "low_memory": bool(max_heap_mb)}}
 
 
 def render_html(doc: dict[str, Any]) -> str:
@@ -168,17 +186,19 @@ def render_html(doc: dict[str, Any]) -> str:
     e = html.escape
     table = "".join(
         f"<tr><td>{e(r['controlplane'])}</td><td>{r['envoys']}</td>"
-        + (f"<td colspan=8>{e(r['error'])}</td>" if "error" in r else
+        + (f"<td colspan=10>{e(r['error'])}</td>" if "error" in r else
            f"<td>{r['change']['p50'] * 1000:.0f}</td><td>{r['change']['p99'] * 1000:.0f}</td>"
            f"<td>{r['change']['max'] * 1000:.0f}</td><td>{r['churn']['settle_s']:.2f}</td>"
            f"<td>{r['cp_cpu_s']}</td><td>{r['cp_peak_rss_mb']}</td><td>{r['envoy_rss_mb']['median']}</td>"
-           f"<td>{r['envoy_rss_mb']['total']}</td>") + "</tr>" for r in doc["rows"])
+           f"<td>{r['envoy_rss_mb'].get('private_median', '-')}</td><td>{r['envoy_rss_mb']['total']}</td>"
+           f"<td>{r['envoy_rss_mb'].get('estimated_total', '-')}</td>") + "</tr>" for r in doc["rows"])
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>meshbed bench scale</title><style>"
             "body{font:14px system-ui,sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:3px 8px}"
             "table{border-collapse:collapse}</style></head><body><h1>meshbed bench scale</h1>"
             f"{lat}{mem}{env}<table><tr><th>control plane</th><th>Envoys</th><th>change p50 ms</th>"
             "<th>p99 ms</th><th>max ms</th><th>churn settle s</th><th>CP CPU s</th><th>CP peak RSS MB</th>"
-            f"<th>Envoy RSS median MB</th><th>Envoys RSS total MB</th></tr>{table}</table>"
+            "<th>Envoy RSS median MB</th><th>Envoy private median MB</th><th>Envoys RSS total MB</th>"
+            f"<th>Envoys together MB (private + one binary)</th></tr>{table}</table>"
             f"<pre>{e(json.dumps({k: v for k, v in doc.items() if k != 'rows'}, indent=1))}</pre></body></html>")
 
 

@@ -2,7 +2,9 @@
 
 Read-mostly: what the mesh *is*. Starting it, linking through Toxiproxy and
 scaling it while it runs belong to :mod:`meshbed.mesh_build` (``mesh.scale``
-hands out its :class:`~meshbed.mesh_build.Scaler`).
+hands out its :class:`~meshbed.mesh_build.Scaler`). A mesh meshbed did not
+start is the same handle, built by :mod:`meshbed.attach` from its endpoints
+(``origin="attached"``; its Toxiproxy may be absent).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class Mesh:
     runtime: Runtime
     consul: Handle
     jaeger: Handle
-    toxiproxy: Handle
+    toxiproxy: Handle | None  # None: an attached mesh without Toxiproxy
     controlplane: Handle
     settings: Settings
     wiring: Any = field(repr=False)  # how to start one more component (meshbed.mesh_build.Wiring)
@@ -64,6 +66,11 @@ class Mesh:
     extra: list[str] = field(default_factory=list)
     # the Envoy between the control plane and Consul that can make Consul answer 503 (with chaos link consul)
     consul_gate: Handle | None = None
+    # registry eureka: meshbed's Eureka server (None when external or on Consul) and its REST base URL
+    eureka: Handle | None = None
+    eureka_url: str = ""
+    # "started" (bring_up) or "attached" (meshbed.attach: endpoints from a mesh.json)
+    origin: str = "started"
 
     @property
     def envoys(self) -> dict[str, Handle]:
@@ -80,14 +87,22 @@ class Mesh:
     @property
     def cp_debug_url(self) -> str | None:
         """The reference control plane's debug API (push log); None for other control planes."""
+        if self.origin == "attached":  # mesh.json's controlplane.debug_url, when it gave one
+            return self.controlplane.url("http") if "http" in self.controlplane.spec.ports else None
         if not cp_c.is_builtin(self.settings.controlplane):
             return None
         return self.controlplane.url("http")
 
     def consul_client(self) -> ConsulClient:
+        """The registry and the policy KV; with registry eureka the catalog calls go to Eureka."""
+        if self.eureka_url:
+            from .observe.eureka import EurekaRegistryClient
+            return EurekaRegistryClient(self.consul.url("http"), self.eureka_url)
         return ConsulClient(self.consul.url("http"))
 
     def toxiproxy_client(self) -> ToxiproxyClient:
+        if self.toxiproxy is None:  # an attached mesh without Toxiproxy: no proxy, nothing to reset
+            return _NoToxiproxy("")
         return ToxiproxyClient(self.toxiproxy.url("api"))
 
     def control(self, instance: str, path: str, body: Any = None) -> None:
@@ -116,8 +131,24 @@ class Mesh:
 
     def all_handles(self) -> list[Handle]:
         gate = [self.consul_gate] if self.consul_gate is not None else []
-        return [self.consul, self.jaeger, self.toxiproxy, *gate, self.controlplane, *self.envoys.values(),
+        toxi = [self.toxiproxy] if self.toxiproxy is not None else []
+        gate = [*gate, self.eureka] if self.eureka is not None else gate
+        return [self.consul, self.jaeger, *toxi, *gate, self.controlplane, *self.envoys.values(),
                 *self.apps.values()]
+
+
+class _NoToxiproxy(ToxiproxyClient):
+    """The Toxiproxy of a mesh that has none: lists no proxy; a fault on one is refused in one line."""
+
+    def proxies(self) -> dict[str, Any]:
+        return {}
+
+    def reset(self) -> None:
+        return None
+
+    def _call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201, 204)) -> Any:
+        raise ComponentError("the attached mesh has no Toxiproxy (mesh.json: toxiproxy_api)",
+                             hint="checks that fault links are skipped without it")
 
 
 def expected_endpoints(mesh: Mesh, service: str) -> set[str]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import httpc
+from ..flavour import naming
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def clusters(admin_url: str, timeout: float = 2.0) -> dict[str, list[HostStatus]
     out: dict[str, list[HostStatus]] = {}
     for c in data.get("cluster_statuses", []):
         out[c["name"]] = [_host(h) for h in c.get("host_statuses", [])]
-    return out
+    return naming.by_service(out)  # Consul Connect's cluster names also answer to their service's name
 
 
 def healthy_addresses(admin_url: str, cluster: str, timeout: float = 2.0) -> set[str]:
