@@ -14,7 +14,8 @@ def _ready(h: Handle) -> object:
 
 
 def spec(inst: InstanceSpec, port: int, *, calls: tuple[str, ...], sidecar_outbound: str, consul_url: str,
-         advertise: str, otlp_http_url: str, run_id: str, host: str = "127.0.0.1") -> ComponentSpec:
+         advertise: str, otlp_http_url: str, run_id: str, host: str = "127.0.0.1",
+         env: dict[str, str] | None = None) -> ComponentSpec:
     argv = [sys.executable, "-m", "meshbed.sample", "--service", inst.service, "--instance", inst.id,
             "--listen", f"{host}:{port}", "--version", inst.version, "--consul", consul_url,
             "--advertise", advertise, "--otlp", otlp_http_url, "--run-id", run_id, "--quiet",
@@ -24,6 +25,6 @@ def spec(inst: InstanceSpec, port: int, *, calls: tuple[str, ...], sidecar_outbo
         for c in calls:
             argv += ["--downstream", c]
     return ComponentSpec(
-        name=f"app-{inst.id}", kind="app", argv=argv, ports={"http": port}, host=host, pod=inst.id, env={"PYTHONUNBUFFERED": "1"},
+        name=f"app-{inst.id}", kind="app", argv=argv, ports={"http": port}, host=host, pod=inst.id, env={"PYTHONUNBUFFERED": "1", **(env or {})},
         ready=_ready, ready_what=f"sample service {inst.id} (GET /healthz)", stop_timeout=4.0,
     )

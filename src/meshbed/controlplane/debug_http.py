@@ -54,6 +54,17 @@ async def pushes(request: web.Request) -> web.Response:
     return web.json_response([e.to_json() for e in cp.pushlog.since(since)])
 
 
+async def rounds(request: web.Request) -> web.Response:
+    """Push rounds newer than ``since`` (unix s): when Consul answered, when the change was seen,
+    when building every stream's responses began and ended (``bench convergence --breakdown``)."""
+    cp = request.app[CP_KEY]
+    try:
+        since = float(request.query.get("since", "0") or 0)
+    except ValueError:
+        return web.json_response({"error": "since must be a unix timestamp"}, status=400)
+    return web.json_response([r for r in getattr(cp, "rounds", ()) if r["push_start"] > since])
+
+
 async def nodes(request: web.Request) -> web.Response:
     return web.json_response(request.app[CP_KEY].describe_nodes())
 
@@ -78,6 +89,7 @@ def make_app(cp: DebugSource) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/debug/pushes", pushes)
     app.router.add_get("/debug/nodes", nodes)
+    app.router.add_get("/debug/rounds", rounds)
     app.router.add_get("/debug/snapshot/{node}", snapshot)
     app.router.add_get("/debug/state", state)
     return app

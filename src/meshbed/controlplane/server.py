@@ -6,6 +6,7 @@ Everything runs in one asyncio loop, so stream state needs no locks.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import signal
@@ -28,6 +29,7 @@ from .snapshot import Snapshot, build_snapshot
 log = logging.getLogger("meshbed.controlplane")
 
 DEBOUNCE_S = 0.0
+ROUNDS_KEPT = 10_000  # push rounds kept for /debug/rounds (bench convergence --breakdown)
 SHUTDOWN_GRACE_S = 1.0
 
 
@@ -43,13 +45,19 @@ class ControlPlane:
     """Holds the mesh state, the connected streams and their snapshots."""
 
     def __init__(self, consul_url: str, *, consul_wait_s: float = 30.0, debounce_s: float = DEBOUNCE_S,
-                 pushlog_size: int = 50_000) -> None:
+                 pushlog_size: int = 50_000, eureka_url: str | None = None) -> None:
         self.pushlog = PushLog(pushlog_size)
         self.watcher = ConsulWatcher(consul_url, self.notify, wait_s=consul_wait_s)
+        if eureka_url:  # registry: eureka -- services from Eureka, policy still from Consul KV
+            from .eureka_watch import EurekaWatcher
+            self.watcher = EurekaWatcher(eureka_url, consul_url, self.notify, wait_s=consul_wait_s)
         self.streams: dict[int, AdsStream] = {}
         self.known_nodes: dict[str, NodeMeta] = {}
         self.debounce_s = debounce_s
         self.generation = 0
+        # where each push round's milliseconds went: Consul answer -> notify -> build -> queued
+        self.rounds: collections.deque[dict[str, Any]] = collections.deque(maxlen=ROUNDS_KEPT)
+        self._trigger: dict[str, float] | None = None  # the first change since the last push
         self._ids = itertools.count(1)
         self._cache: dict[NodeMeta, Snapshot] = {}
         self._memo: dict[tuple[str, Any], Any] = {}  # per-type resources shared by nodes with equal needs
@@ -103,6 +111,9 @@ class ControlPlane:
         """Called by the watcher after each state change: invalidate, push soon."""
         self._cache.clear()
         self._memo.clear()
+        if self._trigger is None:
+            answer = getattr(self.watcher, "answer_at", 0.0)
+            self._trigger = {"consul_answer_at": answer, "notified_at": time.time()}
         self._dirty.set()
 
     def push_all(self) -> None:
@@ -110,11 +121,18 @@ class ControlPlane:
         self.generation += 1
         self._cache.clear()
         self._memo.clear()
+        start = time.time()
+        trigger, self._trigger = self._trigger or {}, None
+        sent = 0
         for s in list(self.streams.values()):
             try:
-                s.deliver(s.push())
+                out = s.push()
+                sent += len(out)
+                s.deliver(out)
             except Exception:  # noqa: BLE001 - one bad node must not stop the others
                 log.exception("push to stream %d (%s) failed", s.stream_id, s.node_id)
+        self.rounds.append({"generation": self.generation, **trigger, "push_start": start, "push_end": time.time(),
+                            "streams": len(self.streams), "responses": sent})
 
     async def push_loop(self) -> None:
         """Push at once; whatever changes while a push is being built and written goes in the next one.
@@ -175,12 +193,12 @@ class ControlPlane:
                 await runner.cleanup()
 
 
-async def main_async(xds: str, http: str, consul: str, consul_wait_s: float = 30.0) -> None:
+async def main_async(xds: str, http: str, consul: str, consul_wait_s: float = 30.0, eureka: str | None = None) -> None:
     """Run a control plane until SIGTERM/SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
-    await ControlPlane(consul, consul_wait_s=consul_wait_s).serve(xds, http, stop)
+    await ControlPlane(consul, consul_wait_s=consul_wait_s, eureka_url=eureka).serve(xds, http, stop)
     log.info("meshbed CP: stopped after %.1fs", time.monotonic() - started)

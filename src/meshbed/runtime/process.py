@@ -1,19 +1,31 @@
-"""The default runtime: every component is a local process on 127.0.0.1."""
+"""The default runtime: every component is a local process on 127.0.0.1.
+
+Sample instances (a spec running ``python -m meshbed.sample``) are forked from
+one pre-imported fork server (:mod:`meshbed.sample.forkserver`) started when
+the runtime opens, so a mesh pays one Python start-up for all its instances.
+Each forked instance is still its own process and session: stop, kill, pause
+and restart act on it alone, by PID and start time.
+"""
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import signal
+import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 import weakref
 from pathlib import Path
 
-from ..errors import ComponentError
+from .. import wait
+from ..errors import ComponentError, WaitTimeout
 from . import procutil
-from .base import ComponentSpec, Handle, Runtime, register_runtime, stop_in_order
+from .base import STOP_ORDER, ComponentSpec, Handle, Runtime, register_runtime, stop_in_order
 from .state import RunState
 
 
@@ -131,6 +143,201 @@ class ProcessHandle(Handle):
         return d
 
 
+FORKSERVER_MODULE = "meshbed.sample.forkserver"
+FORKABLE = [sys.executable, "-m", "meshbed.sample"]  # argv prefix the fork server runs
+FORKSERVER_READY_S = 20.0  # its imports take ~0.3 s idle; generous for a loaded machine
+
+
+def forkable(spec: ComponentSpec) -> bool:
+    """A sample instance: the fork server can run it (same interpreter, same module)."""
+    return spec.argv[: len(FORKABLE)] == FORKABLE
+
+
+class ForkServerUnavailable(ComponentError):
+    """The fork server is not running (failed to start, or gone): start a plain process instead."""
+
+
+class ForkServer:
+    """The runtime's client of :mod:`meshbed.sample.forkserver`: started once, stopped on close."""
+
+    def __init__(self, run_dir: Path, state: RunState | None) -> None:
+        self.run_dir = run_dir
+        self.state = state
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._tmp: str | None = None
+        self.failed = False  # it did not listen in time once: later starts go straight to plain processes
+        self.path = str(run_dir / "forkserver.sock")
+        if len(self.path.encode()) > 100:  # sun_path holds 108 bytes
+            self._tmp = tempfile.mkdtemp(prefix="meshbed-fs-")
+            self.path = os.path.join(self._tmp, "s")
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "forkserver.log"
+
+    def start(self) -> None:
+        """Start importing now (does not wait): the imports overlap with the infrastructure's start."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab", buffering=0) as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", FORKSERVER_MODULE, self.path, str(os.getpid())],
+                cwd=self.run_dir, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        if self.state is not None:
+            self.state.record_process("forkserver", self.proc.pid)
+
+    def request(self, msg: dict[str, object], timeout: float = FORKSERVER_READY_S) -> dict[str, object]:
+        """Send one request, waiting (up to ``timeout``) for the server to listen."""
+        deadline = time.monotonic() + timeout
+        last: OSError | None = None
+        while True:
+            if self.failed or self.proc is None or self.proc.poll() is not None:
+                raise ForkServerUnavailable(f"the sample fork server is not running (see {self.log_path})")
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(10.0)
+                    s.connect(self.path)
+                    s.sendall(json.dumps(msg).encode() + b"\n")
+                    buf = b""
+                    while not buf.endswith(b"\n"):
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        buf += chunk
+                reply = json.loads(buf.decode() or "{}")
+                if "error" in reply or not reply:
+                    raise ComponentError(f"sample fork server: {reply.get('error', 'no answer')}",
+                                         hint=f"see {self.log_path}")
+                return reply
+            except (FileNotFoundError, ConnectionRefusedError) as exc:  # not listening yet
+                last = exc
+            if time.monotonic() >= deadline:
+                self.failed = True
+                raise ForkServerUnavailable(f"the sample fork server did not listen on {self.path} within "
+                                            f"{timeout:g}s (last: {last}); see {self.log_path}")
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=3)
+        if self.proc is not None and self.state is not None:
+            self.state.record_process("forkserver", None)
+        if self._tmp is not None:
+            import shutil
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+class ForkedHandle(ProcessHandle):
+    """A sample instance forked from the fork server; a plain process when the server is unavailable."""
+
+    def __init__(self, spec: ComponentSpec, workdir: Path, state: RunState | None, server: ForkServer) -> None:
+        super().__init__(spec, workdir, state)
+        self._server = server
+        self._pid: int | None = None
+        self._exit: int | None = None
+
+    @property
+    def forked(self) -> bool:
+        return self._pid is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid if self.forked else super().pid
+
+    def _launch(self) -> None:
+        self._pid = self._exit = None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for rel, content in self.spec.files.items():
+            (self.workdir / rel).write_text(content)
+        with open(self.log_path, "ab", buffering=0) as log:
+            log.write(f"--- meshbed: starting {self.spec.name} (forked) at {time.strftime('%H:%M:%S')}: "
+                      f"{' '.join(self.spec.argv)}\n".encode())
+        try:
+            reply = self._server.request({"op": "spawn", "argv": self.spec.argv[len(FORKABLE):],
+                                          "cwd": str(self.workdir), "log": str(self.log_path), "env": self.spec.env})
+        except ForkServerUnavailable:
+            super()._launch()  # slower, same behaviour
+            return
+        pid = int(reply["pid"])  # type: ignore[call-overload]
+        self._pid = pid
+        self._started = procutil.start_time(pid)
+        if self._state is not None:
+            self._state.record_process(self.spec.name, pid)
+
+    def alive(self) -> bool:
+        if not self.forked:
+            return super().alive()
+        return procutil.is_ours(self._pid, self._started)  # type: ignore[arg-type]
+
+    @property
+    def exit_code(self) -> int | None:
+        if not self.forked:
+            return super().exit_code
+        if self._exit is None and not self.alive():
+            # a killed instance's main thread shows as a zombie while its other threads still exit,
+            # and the server can reap it only after that: ask again for a moment
+            try:
+                self._exit = wait.until(self._reaped, 2.0, 0.02, what=f"{self.spec.name}'s exit status",
+                                        fatal=(ComponentError,)).value[0]
+            except (ComponentError, WaitTimeout):
+                pass
+        return self._exit
+
+    def _reaped(self) -> tuple[int] | None:
+        code = self._server.request({"op": "exit", "pid": self._pid}, timeout=1.0).get("code")
+        return (code,) if isinstance(code, int) else None
+
+    def _signal(self, sig: int) -> None:
+        if not self.forked:
+            return super()._signal(sig)
+        if not self.alive():
+            return
+        try:
+            os.killpg(self._pid, sig)  # type: ignore[arg-type]
+        except ProcessLookupError:  # not yet its own session (setsid comes first thing after fork)
+            procutil.signal_if_ours(self._pid, self._started, sig)  # type: ignore[arg-type]
+
+    def _wait_gone(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def stop(self, timeout: float | None = None) -> None:
+        if not self.forked:
+            return super().stop(timeout)
+        with self._lock:
+            if self.alive():
+                self._bank_usage()
+                self._signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
+                self._signal(signal.SIGTERM)
+                if not self._wait_gone(self.spec.stop_timeout if timeout is None else timeout):
+                    self._signal(signal.SIGKILL)
+                    self._wait_gone(5)
+            procutil.terminate_group(self._pid, self._started, 1.0)  # type: ignore[arg-type]
+            if self._state is not None:
+                self._state.record_process(self.spec.name, None)
+
+    def kill(self) -> None:
+        if not self.forked:
+            return super().kill()
+        with self._lock:
+            if self.alive():
+                self._bank_usage()
+                self._signal(signal.SIGKILL)
+                self._wait_gone(5)
+            procutil.terminate_group(self._pid, self._started, 0.0)  # type: ignore[arg-type]
+
+
 _LIVE: "weakref.WeakSet[ProcessRuntime]" = weakref.WeakSet()
 
 
@@ -140,7 +347,7 @@ def _close_live_runtimes() -> None:
     # Ctrl-C outside any context manager): nothing we started survives us
     for rt in list(_LIVE):
         try:
-            rt.close()
+            rt.close(parallel=False)  # thread pools refuse work once the interpreter shuts down
         except Exception:  # noqa: BLE001 - exiting anyway
             pass
 
@@ -151,10 +358,22 @@ class ProcessRuntime(Runtime):
         super().__init__(run_dir)
         self.state = state
         self.handles: list[ProcessHandle] = []
+        self.fork_server: ForkServer | None = None
         _LIVE.add(self)
 
+    use_fork_server = True  # False: every sample instance is its own interpreter (tests compare both)
+
+    def setup(self) -> None:
+        if self.use_fork_server:
+            self.fork_server = ForkServer(self.run_dir, self.state)
+            self.fork_server.start()
+
     def start(self, spec: ComponentSpec) -> ProcessHandle:
-        h = ProcessHandle(spec, self.run_dir / spec.name, self.state)
+        h: ProcessHandle
+        if self.fork_server is not None and forkable(spec):
+            h = ForkedHandle(spec, self.run_dir / spec.name, self.state, self.fork_server)
+        else:
+            h = ProcessHandle(spec, self.run_dir / spec.name, self.state)
         self.handles.append(h)  # registered before the side effect: close() covers a failed start
         h._launch()
         return h
@@ -164,8 +383,20 @@ class ProcessRuntime(Runtime):
             if h in self.handles:
                 self.handles.remove(h)  # type: ignore[arg-type]
 
-    def close(self) -> None:
-        errors = stop_in_order(list(self.handles))
+    def close(self, parallel: bool = True) -> None:
+        """Stop everything this runtime started (``parallel=False``: one by one, for atexit)."""
+        if parallel:
+            errors = stop_in_order(list(self.handles))
+        else:
+            errors = []
+            for h in sorted(self.handles, key=lambda h: STOP_ORDER.get(h.kind, 9)):
+                try:
+                    h.stop()
+                except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                    errors.append(f"{h.name}: {exc}")
         self.handles.clear()
+        if self.fork_server is not None:
+            self.fork_server.stop()
+            self.fork_server = None
         if errors:
             raise ComponentError("some components did not stop cleanly: " + "; ".join(errors))

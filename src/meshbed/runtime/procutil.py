@@ -115,3 +115,14 @@ def rss_mb(pid: int) -> float | None:
         return _status_kb(Path(f"/proc/{pid}/status").read_text(), "VmRSS") / 1024.0
     except OSError:
         return None
+
+
+def rss_split_mb(pid: int) -> dict[str, float] | None:
+    """Resident memory now, in MB, split into private (RssAnon) and file-backed (RssFile: the binary's pages,
+    shared by every process of the same binary) and total (VmRSS); None when the process is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return {k: _status_kb(status, key) / 1024.0 for k, key in (("rss", "VmRSS"), ("anon", "RssAnon"),
+                                                               ("file", "RssFile"))}
