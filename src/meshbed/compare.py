@@ -69,7 +69,27 @@ def build(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         comp = (env.get("components") or {}).get("controlplane") or {}
         cps.append({"name": name, "version": comp.get("version"), "summary": doc.get("summary", {}),
                     "usage": env.get("controlplane_usage"), "duration_s": doc.get("duration_s")})
-    return {"schema": SCHEMA, "generated_at": time.time(), "controlplanes": cps, "checks": checks}
+    return {"schema": SCHEMA, "generated_at": time.time(), "controlplanes": cps, "checks": checks,
+            "headlines": headlines(docs)}
+
+
+# the figures a comparison leads with: convergence, spread, trace completeness, NACK recovery
+HEADLINES = (("DISC-1", "convergence_p50"), ("DISC-1", "convergence_p99"), ("DISC-2", "convergence_p99"),
+             ("LB-1", "max_share_dev"), ("TRACE-1", "completeness"), ("DISC-9", "recovery_p99"))
+
+
+def headlines(docs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per headline figure, each control plane's value and verdict (None where the check did not measure it)."""
+    out = []
+    for cid, fig in HEADLINES:
+        per: dict[str, Any] = {}
+        for name, doc in docs.items():
+            c = next((x for x in doc.get("checks") or [] if x["id"] == cid), None)
+            f = _figures(c).get(fig) if c else None
+            per[name] = None if c is None else {"value": None if f is None else f["value"],
+                                                 "unit": "" if f is None else f["unit"], "verdict": c["verdict"]}
+        out.append({"check": cid, "figure": fig, "per_controlplane": per})
+    return out
 
 
 def _fmt(f: dict[str, Any] | None) -> str:
@@ -109,11 +129,17 @@ def render_html(doc: dict[str, Any]) -> str:
                          f"<div class='fig'>{shown}</div></td>")
         rows.append(f"<tr class='{'differs' if c['differs'] else ''}'><th>{e(c['id'])}</th><td>{e(c['title'])}</td>"
                     f"{''.join(cells)}</tr>")
+    heads = "".join(
+        f"<tr><th>{e(h['check'])} {e(h['figure'])}</th>"
+        + "".join(f"<td class='{e((h['per_controlplane'].get(n) or {}).get('verdict', ''))}'>"
+                  f"{e(_fmt(h['per_controlplane'].get(n)))}</td>" for n in names) + "</tr>"
+        for h in doc.get("headlines") or [])
     differ = sum(1 for c in doc["checks"] if c["differs"])
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>meshbed comparison</title><style>{_CSS}"
             f"</style></head><body><h1>meshbed: control planes side by side</h1>"
             f"<table><tr><th>control plane</th><th>version</th><th>passed</th><th>CPU s</th><th>peak RSS MB</th>"
             f"<th>run s</th></tr>{cp_rows}</table>"
+            f"<h2>headline figures</h2><table id='headlines'><tr><th>figure</th>{head}</tr>{heads}</table>"
             f"<p>{differ} of {len(doc['checks'])} checks differ in verdict (highlighted). Hover a verdict for its reason.</p>"
             f"<table id='matrix'><tr><th>check</th><th>title</th>{head}</tr>{''.join(rows)}</table></body></html>")
 
@@ -142,3 +168,43 @@ def compare(names: Sequence[str], opts: Any, stream: TextIO | None = None) -> in
     atomic_write(out / "comparison.html", render_html(doc), what="comparison HTML")
     print(f"meshbed compare: {out / 'comparison.html'}", file=stream, flush=True)
     return max(codes) if codes else 1
+
+
+def from_dirs(runs: Sequence[tuple[str, Path]], out: Path) -> dict[str, Any]:
+    """The comparison of runs already made (``name -> report directory``), written to ``out``."""
+    docs = {}
+    for name, d in runs:
+        f = Path(d) / "conformance.json"
+        if not f.is_file():
+            from .errors import ConfigError
+            raise ConfigError(f"compare: {f} does not exist", hint="give the --out directory of a finished meshbed run")
+        docs[name] = json.loads(f.read_text())
+    doc = build(docs)
+    atomic_write(out / "comparison.json", json.dumps(doc, indent=1), what="comparison JSON")
+    atomic_write(out / "comparison.html", render_html(doc), what="comparison HTML")
+    return doc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m meshbed.compare --out DIR name=REPORT_DIR ...``: compare runs already made."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m meshbed.compare", description=main.__doc__)
+    ap.add_argument("--out", default="reports", help="where comparison.json/.html go")
+    ap.add_argument("runs", nargs="+", metavar="NAME=DIR", help="a control plane's name and its run's report directory")
+    a = ap.parse_args(argv)
+    pairs = []
+    for r in a.runs:
+        name, sep, d = r.partition("=")
+        if not sep:
+            ap.error(f"expected NAME=DIR, got {r!r}")
+        pairs.append((name, Path(d)))
+    doc = from_dirs(pairs, Path(a.out))
+    for h in doc["headlines"]:
+        print(f"{h['check']:8} {h['figure']:18} " + "  ".join(
+            f"{n}: {_fmt(v)} ({(v or {}).get('verdict', 'not run')})" for n, v in h["per_controlplane"].items()))
+    print(f"meshbed compare: {Path(a.out) / 'comparison.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

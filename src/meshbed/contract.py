@@ -55,6 +55,7 @@ class RouteEntry:
     prefix: str | None
     action: dict[str, Any]
     vhost_retry_policy: dict[str, Any] | None = None
+    vhost: str = ""  # the virtual host's name (Consul Connect names it <service>.<ns>.<partition>.<dc>)
 
 
 @dataclass
@@ -77,19 +78,41 @@ def view(config_dump: Mapping[str, Any]) -> EnvoyView:
                 v.clusters[cl.get("name", "")] = cl
         elif t == _ROUTES_DUMP:
             for rc in cfg.get("dynamic_route_configs", []):
-                conf = rc.get("route_config", {})
-                for vh in conf.get("virtual_hosts", []):
-                    for r in vh.get("routes", []):
-                        if "route" in r:
-                            v.routes.append(RouteEntry(conf.get("name", ""), tuple(vh.get("domains", [])),
-                                                       r.get("match", {}).get("prefix"), r["route"],
-                                                       vh.get("retry_policy")))
+                _add_routes(v, rc.get("route_config", {}))
         elif t == _LISTENERS_DUMP:
             for lis in cfg.get("dynamic_listeners", []):
                 active = lis.get("active_state", {}).get("listener")
                 if active:
                     v.listeners[lis.get("name", "")] = active
+                    for conf in _inline_route_configs(active):  # e.g. Consul's upstream listeners
+                        _add_routes(v, conf)
     return v
+
+
+def _add_routes(v: EnvoyView, conf: Mapping[str, Any]) -> None:
+    """Every route that can carry traffic: a route whose match repeats an earlier one of its virtual
+    host is never reached (first match wins), e.g. the catch-all Consul appends after a router's."""
+    for vh in conf.get("virtual_hosts", []):
+        seen: list[Any] = []
+        for r in vh.get("routes", []):
+            if r.get("match") in seen:
+                continue
+            seen.append(r.get("match"))
+            if "route" in r:
+                v.routes.append(RouteEntry(conf.get("name", ""), tuple(vh.get("domains", [])),
+                                           r.get("match", {}).get("prefix"), r["route"],
+                                           vh.get("retry_policy"), str(vh.get("name", ""))))
+
+
+def _inline_route_configs(listener: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Route configs given inline in a listener's HTTP connection managers (not by RDS)."""
+    out = []
+    for fc in listener.get("filter_chains", []):
+        for f in fc.get("filters", []):
+            tc = f.get("typed_config", {})
+            if str(tc.get("@type", "")).endswith(_HCM) and "route_config" in tc:
+                out.append(tc["route_config"])
+    return out
 
 
 # -- helpers on proto JSON ---------------------------------------------------
@@ -126,8 +149,14 @@ def service_routes(v: EnvoyView, service: str, ingress_prefixes: Iterable[str] =
     """Routes that carry traffic for ``service``: its Host virtual host, or the ingress prefixes routed to it."""
     prefixes = set(ingress_prefixes)
     hosts = {service, f"{service}:*"}
-    return [r for r in v.routes if hosts & set(r.domains) or (r.prefix is not None and r.prefix in prefixes
-                                                              and "*" in r.domains)]
+    return [r for r in v.routes if hosts & set(r.domains) or _connect_vhost(r, service)
+            or (r.prefix is not None and r.prefix in prefixes and "*" in r.domains)]
+
+
+def _connect_vhost(r: RouteEntry, service: str) -> bool:
+    """Consul Connect routes by listener, not Host: its virtual host for a service matches every
+    domain and is named ``<service>`` (RDS, with a router) or ``<service>.<ns>.<partition>.<dc>`` (inline)."""
+    return "*" in r.domains and (r.vhost == service or (r.vhost.startswith(service + ".") and r.vhost.count(".") == 3))
 
 
 def service_clusters(v: EnvoyView, service: str, ingress_prefixes: Iterable[str] = ()) -> set[str]:

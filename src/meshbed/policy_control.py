@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from . import contract, wait
+from . import contract, flavour, wait
 from .errors import WaitTimeout
 from .checks.params import POLICY_DEADLINE_S
 from .observe import envoy_admin
-from .policy import KV_MESH_KEY, KV_SERVICES_PREFIX, MeshPolicy, ServicePolicy
+from .policy import KV_SERVICES_PREFIX, MeshPolicy, ServicePolicy
 
 RESTORE_DEADLINE_S = 20.0
 
@@ -131,15 +131,32 @@ def wait_endpoints(mesh: Any, service: str, policy: ServicePolicy, deadline: flo
 
 def apply(mesh: Any, service: str, policy: ServicePolicy, deadline: float = POLICY_DEADLINE_S,
           endpoints: bool = True) -> Applied:
-    """Write ``policy`` to Consul KV; measure when each subscriber shows it (None: not by the deadline)."""
+    """Hand ``policy`` to the control plane (its flavour says where: Consul KV, or config entries);
+    measure when each subscriber shows it (None: not by the deadline)."""
     t0 = time.monotonic()
-    mesh.consul_client().kv_put(KV_SERVICES_PREFIX + service, policy.to_json())
+    flavour.of(mesh).put_policy(mesh, service, policy)
     per, last = wait_shown(mesh, service, policy, t0, deadline)
     a = Applied(service, policy.to_json(), per, deadline_s=deadline, last_seen=last)
     if endpoints and a.shown:
         a.endpoints_s = wait_endpoints(mesh, service, policy, deadline)
     a.elapsed_s = time.monotonic() - t0
     return a
+
+
+def unsupported(mesh: Any, service: str, policy: ServicePolicy) -> list[str]:
+    """Why the mesh's control-plane flavour cannot express ``policy`` for ``service`` ([]: it can)."""
+    return flavour.of(mesh).unsupported(policy, called_by_ingress="ingress" in mesh.topology.callers_of(service))
+
+
+def _skip(reasons: list[str]) -> None:
+    if reasons:
+        import pytest  # only ever reached inside a check
+        pytest.skip("the control plane cannot express this policy: " + "; ".join(reasons))
+
+
+def skip_unless_expressible(mesh: Any, service: str, policy: ServicePolicy) -> None:
+    """Skip the running check (with the reasons) when the flavour cannot express ``policy``."""
+    _skip(unsupported(mesh, service, policy))
 
 
 def current(mesh: Any, service: str) -> ServicePolicy:
@@ -160,7 +177,11 @@ def restore(mesh: Any, service: str, deadline: float = RESTORE_DEADLINE_S) -> Ap
 @contextlib.contextmanager
 def applied(mesh: Any, service: str, policy: ServicePolicy, check: Any = None,
             deadline: float = POLICY_DEADLINE_S, endpoints: bool = True) -> Iterator[Applied]:
-    """``with applied(mesh, "backend", pol, check) as a:`` -- judged as policy_apply_*; baseline restored on exit."""
+    """``with applied(mesh, "backend", pol, check) as a:`` -- judged as policy_apply_*; baseline restored on exit.
+
+    A policy the mesh's flavour cannot express skips the check with the reason (never a silent pass).
+    """
+    skip_unless_expressible(mesh, service, policy)
     try:
         a = apply(mesh, service, policy, deadline, endpoints)
         if check is not None:
@@ -175,9 +196,9 @@ def applied(mesh: Any, service: str, policy: ServicePolicy, check: Any = None,
 # -- the mesh-wide policy (edge sampling) -------------------------------------
 
 def apply_mesh(mesh: Any, policy: MeshPolicy, deadline: float = POLICY_DEADLINE_S) -> Applied:
-    """Write ``meshbed/mesh``; measure when the ingress Envoy shows it."""
+    """Hand the mesh policy to the control plane; measure when the ingress Envoy shows it."""
     t0 = time.monotonic()
-    mesh.consul_client().kv_put(KV_MESH_KEY, policy.to_json())
+    flavour.of(mesh).put_mesh_policy(mesh, policy)
     url = mesh.envoys["ingress"].url("admin")
     per, last = _wait_all({"ingress": lambda: contract.mesh_facts(_view(url), policy)}, t0, deadline,
                           f"the ingress to sample {policy.sampling_percent:g} % of new traces")
@@ -189,6 +210,7 @@ def apply_mesh(mesh: Any, policy: MeshPolicy, deadline: float = POLICY_DEADLINE_
 @contextlib.contextmanager
 def mesh_applied(mesh: Any, policy: MeshPolicy, check: Any = None,
                  deadline: float = POLICY_DEADLINE_S) -> Iterator[Applied]:
+    _skip(flavour.of(mesh).mesh_unsupported(policy))
     try:
         a = apply_mesh(mesh, policy, deadline)
         if check is not None:

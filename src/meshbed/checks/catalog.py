@@ -21,63 +21,98 @@ class CatalogEntry:
     group: str  # discovery | lb | tracing | resilience (or a user's own group)
     title: str
     figures: dict[str, str] = field(default_factory=dict)  # figure -> unit
+    # what the check needs beyond reading the mesh (meshbed.attach.CAPABILITIES): with --attach, a check
+    # whose needs the attached mesh lacks is skipped with the reason; a mesh meshbed starts has them all
+    needs: tuple[str, ...] = ()
 
     @property
     def applies_policy(self) -> bool:
         return "policy_apply_p99" in self.figures
 
 
+# what a check can need (CatalogEntry.needs) -> what grants it in an attached mesh's mesh.json
+# (meshbed.attach; docs/attach.md); the skip reason of a check that lacks one names it
+CAPABILITIES: dict[str, str] = {
+    "toxiproxy:upstream": "toxiproxy_api and links.upstream for every instance",
+    "toxiproxy:control_plane": "toxiproxy_api and links.control_plane",
+    "toxiproxy:consul": "toxiproxy_api and links.consul.controlplane",
+    "toxiproxy:tracing": "toxiproxy_api and links.tracing",
+    "controlplane:kill": "controls.controlplane.kill and .restart",
+    "consul:pause": "controls.consul.pause and .resume",
+    "consul:gate": "consul_gate_admin_url (an Envoy before Consul that can answer 503)",
+    "instances:restart": "controls.app:<instance>.restart and controls.sidecar:<instance>.restart for every instance",
+    "scale": "scale.local_instances: true (instances started here are reachable by the mesh's Envoys)",
+    "watchers": "scale.xds (Envoy-only nodes started here subscribe to the control plane)",
+}
+
 _POLICY = {"policy_apply_p99": "s", "policy_apply_p50": "s"}
 
 _ROWS: list[CatalogEntry] = [
     CatalogEntry("DISC-1", "discovery", "register a new healthy instance",
-                 {"convergence_p99": "s", "convergence_p50": "s"}),
+                 {"convergence_p99": "s", "convergence_p50": "s"},
+                 needs=("scale",)),
     CatalogEntry("DISC-2", "discovery", "deregister an instance under load",
                  {"convergence_p99": "s", "convergence_p50": "s", "late_requests": "requests", "error_rate": "%"}),
     CatalogEntry("DISC-3", "discovery", "flip a Consul health check to critical, then back",
                  {"leave_p99": "s", "rejoin_p99": "s", "leave_p50": "s", "rejoin_p50": "s"}),
     CatalogEntry("DISC-4", "discovery", "churn storm: register/deregister at 5 events/s for 30 s under load",
-                 {"settle_time": "s", "nacks": "nacks", "error_rate": "%", "events": "events"}),
+                 {"settle_time": "s", "nacks": "nacks", "error_rate": "%", "events": "events"},
+                 needs=("scale",)),
     CatalogEntry("DISC-5", "discovery", "faults on the Envoy <-> control-plane stream",
-                 {"error_rate": "%", "post_fault_convergence_max": "s", "config_lost": "envoys"}),
+                 {"error_rate": "%", "post_fault_convergence_max": "s", "config_lost": "envoys"},
+                 needs=("toxiproxy:control_plane",)),
     CatalogEntry("DISC-6", "discovery",
                  "Consul unreachable: paused, link down / reset / timed out, answering 5xx",
-                 {"partial_pushes": "pushes", "error_rate": "%", "convergence_after_return": "s"}),
+                 {"partial_pushes": "pushes", "error_rate": "%", "convergence_after_return": "s"},
+                 needs=("consul:pause", "toxiproxy:consul", "consul:gate")),
     CatalogEntry("DISC-7", "discovery", "control plane killed and restarted under load",
-                 {"error_rate": "%", "reconverge_max": "s"}),
+                 {"error_rate": "%", "reconverge_max": "s"},
+                 needs=("controlplane:kill",)),
+    CatalogEntry("DISC-9", "discovery", "a config Envoy rejects (NACK), then a valid policy: recovered, no restart",
+                 {"nack_seen": "envoys", "recovery_p99": "s", "restarted": "envoys", "requests_ok_after": "%"}),
     CatalogEntry("DISC-8", "discovery", "the same change converges alike over SotW and delta xDS",
-                 {"sotw_convergence_p99": "s", "delta_convergence_p99": "s", "protocol_gap_p99": "s"}),
+                 {"sotw_convergence_p99": "s", "delta_convergence_p99": "s", "protocol_gap_p99": "s"},
+                 needs=("watchers",)),
     CatalogEntry("LB-1", "lb", "ROUND_ROBIN spread over N endpoints",
                  {"max_share_dev": "pp", "chi2_p": "", "source_disagreement": "%", **_POLICY}),
     CatalogEntry("LB-2", "lb", "LEAST_REQUEST with one endpoint slowed by 200 ms",
-                 {"slow_share_ratio": "", **_POLICY}),
-    CatalogEntry("LB-3", "lb", "weighted clusters 90/10 (canary)", {"split_dev": "pp", **_POLICY}),
+                 {"slow_share_ratio": "", **_POLICY},
+                 needs=("toxiproxy:upstream",)),
+    CatalogEntry("LB-3", "lb", "weighted clusters 90/10 (canary)", {"split_dev": "pp", **_POLICY},
+                 needs=("scale",)),
     CatalogEntry("LB-4", "lb", "RING_HASH / MAGLEV on a request header",
                  {"key_affinity": "%", "keys_moved_norm": "", **_POLICY}),
     CatalogEntry("LB-5", "lb", "priority failover when all primary endpoints fail",
-                 {"error_rate_after_ejection": "%", "secondary_share": "%", "failover_s": "s", **_POLICY}),
+                 {"error_rate_after_ejection": "%", "secondary_share": "%", "failover_s": "s", **_POLICY},
+                 needs=("scale",)),
     CatalogEntry("LB-6", "lb", "outlier detection ejects a failing endpoint (every caller Envoy)",
                  {"ejecting_envoys": "%", "client_success": "%", **_POLICY}),
     CatalogEntry("TRACE-1", "tracing", "complete traces under steady load, 100 % sampling", {"completeness": "%", "achieved_rps": "rps"}),
     CatalogEntry("TRACE-2", "tracing", "propagation through application hops",
                  {"service_parented": "%", "tagged": "%"}),
     CatalogEntry("TRACE-3", "tracing", "data-path faults produce error-marked spans",
-                 {"error_marked": "%", "completeness": "%", **_POLICY}),
+                 {"error_marked": "%", "completeness": "%", **_POLICY},
+                 needs=("toxiproxy:upstream",)),
     CatalogEntry("TRACE-4", "tracing", "trace export link faulted, then healed",
-                 {"completeness_after_heal": "%", "completeness_during_fault": "%", "span_loss_during_fault": "%"}),
+                 {"completeness_after_heal": "%", "completeness_during_fault": "%", "span_loss_during_fault": "%"},
+                 needs=("toxiproxy:tracing",)),
     CatalogEntry("TRACE-5", "tracing", "10 % sampling decided once at the edge",
                  {"sampling_dev": "pp", "partial_traces": "traces", "sampled_pct": "%", **_POLICY}),
     CatalogEntry("RES-1", "resilience", "reset_peer on 1 of 3 endpoints, with retries",
-                 {"client_success": "%", "retries": "retries", "faulted_attempts": "requests", **_POLICY}),
+                 {"client_success": "%", "retries": "retries", "faulted_attempts": "requests", **_POLICY},
+                 needs=("toxiproxy:upstream",)),
     CatalogEntry("RES-2", "resilience", "latency above the route timeout",
-                 {"timeout_overshoot_max": "ms", "answered_504": "%", "hung": "requests", **_POLICY}),
+                 {"timeout_overshoot_max": "ms", "answered_504": "%", "hung": "requests", **_POLICY},
+                 needs=("toxiproxy:upstream",)),
     CatalogEntry("RES-3", "resilience", "circuit breaker under overload",
                  {"overflow_503_p99": "ms", "concurrency_excess": "requests", "overflow_503_caller_p99": "ms",
                   "overflow_client_p99": "ms", "upstream_concurrency_peak_per_envoy": "requests",
                   "overflow_share": "%", "other_failures": "requests", **_POLICY}),
     CatalogEntry("RES-4", "resilience", "rolling restart of a service under load",
-                 {"error_rate": "%", "error_rate_during_restarts": "%"}),
-    CatalogEntry("RES-5", "resilience", "bandwidth / slicer toxics on large responses", {"intact_bodies": "%"}),
+                 {"error_rate": "%", "error_rate_during_restarts": "%"},
+                 needs=("instances:restart",)),
+    CatalogEntry("RES-5", "resilience", "bandwidth / slicer toxics on large responses", {"intact_bodies": "%"},
+                 needs=("toxiproxy:upstream",)),
 ]
 
 CATALOG: dict[str, CatalogEntry] = {r.id: r for r in _ROWS}
@@ -110,7 +145,7 @@ def register(entry: CatalogEntry, params: type | None = None) -> CatalogEntry:
 # found at the top of a suites directory given to `meshbed run` (and of a directory pytest collects, up to
 # its rootdir); more with `meshbed run --catalog FILE`, `pytest --meshbed-catalog FILE` or MESHBED_CATALOG
 CATALOG_FILES = ("meshbed_catalog.yaml", "meshbed_catalog.yml", "meshbed_catalog.py")
-_ENTRY_FIELDS = ("title", "group", "figures", "params")
+_ENTRY_FIELDS = ("title", "group", "figures", "params", "needs")
 _loaded: set[Path] = set()
 
 
@@ -137,6 +172,9 @@ def _validate(entry: CatalogEntry) -> None:
                                                       for k, v in entry.figures.items()):
         raise ConfigError(f"{where}: figures must map each figure's name to its unit (\"\" for none), "
                           f"e.g. {{reached: \"%\"}}")
+    bad = [n for n in entry.needs if n not in CAPABILITIES] if isinstance(entry.needs, tuple) else [entry.needs]
+    if bad:
+        raise ConfigError(f"{where}: needs {bad[0]!r}: not a capability; known: {', '.join(CAPABILITIES)}")
 
 
 def _params_class(cid: str, defaults: dict, where: str) -> type:
@@ -186,8 +224,11 @@ def _load_yaml(path: Path) -> None:
         defaults = body.get("params") or {}
         if not isinstance(defaults, dict):
             raise ConfigError(f"{where}params: must map parameter -> default value")
+        needs = body.get("needs") or []
+        if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+            raise ConfigError(f"{where}needs: must be a list of capabilities, e.g. [\"toxiproxy:upstream\"]")
         entry = CatalogEntry(str(cid), body.get("group"), body.get("title"),  # type: ignore[arg-type]
-                             {str(k): "" if v is None else str(v) for k, v in figures.items()})
+                             {str(k): "" if v is None else str(v) for k, v in figures.items()}, tuple(needs))
         try:
             register(entry, _params_class(str(cid), defaults, where) if defaults else None)
         except ConfigError as exc:

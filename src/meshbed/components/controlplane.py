@@ -11,6 +11,8 @@ from ..runtime.base import ComponentSpec, Handle
 
 BUILTIN = ("builtin", "reference")  # meshbed's Python control plane ("reference" is its old name)
 NAMED = {"go": "meshbed's Go control plane on go-control-plane (controlplanes/go)"}
+# Consul's own service mesh: no separate process, the mesh is wired by meshbed.components.consul_connect
+CONNECT = "consul-connect"
 
 
 PROTOCOLS = {"sotw": "GRPC", "delta": "DELTA_GRPC"}  # suffix -> Envoy's ads_config.api_type
@@ -19,6 +21,8 @@ PROTOCOLS = {"sotw": "GRPC", "delta": "DELTA_GRPC"}  # suffix -> Envoy's ads_con
 def split_protocol(name: str) -> tuple[str, str]:
     """``go:delta`` -> (``go``, ``DELTA_GRPC``); a named control plane without a suffix speaks SotW."""
     n = name.strip()
+    if n == CONNECT:  # Consul 1.14 serves delta xDS only
+        return n, PROTOCOLS["delta"]
     base, sep, proto = n.rpartition(":")
     if sep and proto in PROTOCOLS and (base in BUILTIN or base in NAMED):
         return base, PROTOCOLS[proto]
@@ -29,20 +33,26 @@ def is_builtin(name: str) -> bool:
     return split_protocol(name)[0] in BUILTIN
 
 
+def is_connect(name: str) -> bool:
+    """``--controlplane consul-connect``: Consul's own xDS server, the mesh wired the Connect way."""
+    return name.strip() == CONNECT
+
+
 def template_for(name: str) -> str | None:
-    """The command template a --controlplane value stands for (None: the builtin one, run in-tree).
+    """The command template a --controlplane value stands for (None: the builtin one, run in-tree,
+    or consul-connect, which is Consul itself and is wired by ``components.consul_connect``).
 
     Named control planes take ``:delta`` (or ``:sotw``) to choose the xDS protocol the Envoys use.
     """
     n = split_protocol(name)[0]
-    if n in BUILTIN:
+    if n in BUILTIN or n == CONNECT:
         return None
     if n == "go":
         from ..provision import go_controlplane_command
         return go_controlplane_command()
     if "{xds_port}" not in n:
         from ..errors import ConfigError
-        raise ConfigError(f"--controlplane {n!r}: not a named control plane ({', '.join((*BUILTIN[:1], *NAMED))}) "
+        raise ConfigError(f"--controlplane {n!r}: not a named control plane ({', '.join((*BUILTIN[:1], *NAMED, CONNECT))}) "
                           "nor a command template with {xds_port}",
                           hint='e.g. --controlplane go, or "my-cp --ads {xds_host}:{xds_port} --consul {consul_url}"')
     return n
@@ -52,10 +62,12 @@ def _ready(h: Handle) -> object:
     return httpc.get(h.url("http", "/healthz"), timeout=2).status == 200
 
 
-def spec(ports: PortAllocator, consul_url: str, host: str = "127.0.0.1") -> ComponentSpec:
+def spec(ports: PortAllocator, consul_url: str, host: str = "127.0.0.1", eureka_url: str = "") -> ComponentSpec:
     p = {"xds": ports.take(), "http": ports.take()}
     argv = [sys.executable, "-m", "meshbed.controlplane", "--xds", f"{host}:{p['xds']}",
             "--http", f"{host}:{p['http']}", "--consul", consul_url]
+    if eureka_url:  # registry: eureka (services from Eureka, policy from Consul KV)
+        argv += ["--eureka", eureka_url]
     return ComponentSpec(
         name="controlplane", kind="controlplane", argv=argv, ports=p, host=host, pod="controlplane", env={"PYTHONUNBUFFERED": "1"},
         ready=_ready, ready_what="the control plane's first Consul sync (GET /healthz)",

@@ -172,6 +172,24 @@ def _no_delta() -> None:
     ads.AdsServicer.DeltaAggregatedResources = unimplemented  # type: ignore[method-assign]
 
 
+def _stuck_after_nack() -> None:
+    """After a NACK of a type, a stream never gets that type again (it believes it sent it)."""
+    from . import ads
+    cls = ads.AdsStream
+    orig_nack, orig_collect = cls._on_nack, cls._collect
+
+    def on_nack(self: Any, t: str, ts: Any, error: str) -> None:
+        orig_nack(self, t, ts, error)
+        self.__dict__.setdefault("_mutant_stuck", set()).add(t)
+
+    def collect(self: Any) -> Any:
+        stuck = self.__dict__.get("_mutant_stuck", set())
+        return [r for r in orig_collect(self) if r.type_url not in stuck]
+
+    cls._on_nack = on_nack  # type: ignore[method-assign]
+    cls._collect = collect  # type: ignore[method-assign]
+
+
 MUTANTS: dict[str, Mutant] = {m.name: m for m in [
     Mutant("late-endpoints", "endpoint updates applied 3 s late", ("DISC-1", "DISC-2", "DISC-3"), _late_endpoints),
     Mutant("ignore-critical", "critical health ignored (critical instances stay healthy)", ("DISC-3", "LB-5"),
@@ -188,6 +206,8 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
     Mutant("no-delta", "serves state-of-the-world ADS only (delta streams refused)", ("DISC-8",), _no_delta),
     Mutant("no-tracing", "no tracing on any listener (Envoys make no spans)", ("TRACE-1", "TRACE-2"), _no_tracing),
     Mutant("slow-start", "serves nothing for 8 s after every (re)start", ("DISC-7",), _slow_start),
+    Mutant("stuck-after-nack", "after a NACK, never sends that type to that Envoy again", ("DISC-9",),
+           _stuck_after_nack),
 ]}
 
 
