@@ -18,6 +18,14 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/meshbed provision
+if [ "${MESHBED_EUREKA:-0}" = 1 ]; then
+  # registry: eureka (optional): a JDK and Maven, then meshbed's Eureka server built once into the cache.
+  # Without MESHBED_EUREKA=1 it is built on first use (`--registry eureka`), or `meshbed provision --only eureka`.
+  if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q default-jdk-headless maven
+  fi
+  .venv/bin/meshbed provision --only eureka
+fi
 if [ "${MESHBED_DOCKER:-0}" = 1 ]; then
   # the docker runtime: an engine (Debian's docker.io, dockerd started here if not running) and local images
   if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then

@@ -13,7 +13,7 @@ service:
   extensions: [jaeger_storage, jaeger_query, healthcheckv2]
   pipelines:
     traces:
-      receivers: [otlp]
+      receivers: [{receivers}]
       processors: [batch]
       exporters: [jaeger_storage_exporter]
   telemetry:
@@ -47,7 +47,7 @@ receivers:
         endpoint: "{host}:{otlp_grpc}"
       http:
         endpoint: "{host}:{otlp_http}"
-processors:
+{zipkin_receiver}processors:
   batch:
     timeout: 200ms
 exporters:
@@ -60,11 +60,22 @@ def _ready(h: Handle) -> object:
     return httpc.get(h.url("query_http", "/api/v3/services"), timeout=2).status == 200
 
 
-def spec(binary: Path, ports: PortAllocator, host: str = "127.0.0.1") -> ComponentSpec:
+# tracing b3: Envoys report Zipkin v2 JSON spans to Jaeger's zipkin receiver (POST /api/v2/spans)
+ZIPKIN_RECEIVER = """\
+  zipkin:
+    endpoint: "{host}:{zipkin}"
+"""
+
+
+def spec(binary: Path, ports: PortAllocator, host: str = "127.0.0.1", zipkin: bool = False) -> ComponentSpec:
     p = {n: ports.take() for n in ("otlp_grpc", "otlp_http", "query_http", "query_grpc", "health")}
+    if zipkin:
+        p["zipkin"] = ports.take()
+    extra = {"receivers": "otlp, zipkin" if zipkin else "otlp",
+             "zipkin_receiver": ZIPKIN_RECEIVER.format(host=host, zipkin=p["zipkin"]) if zipkin else ""}
     return ComponentSpec(
         name="jaeger", kind="jaeger", argv=[str(binary), "--config", "file:jaeger.yaml"], ports=p, host=host, pod="jaeger",
-        files={"jaeger.yaml": CONFIG.format(host=host, **p)}, ready=_ready,
+        files={"jaeger.yaml": CONFIG.format(host=host, **p, **extra)}, ready=_ready,
         ready_what="Jaeger's query API (GET /api/v3/services)",
         ready_hint="see the jaeger log in the run directory",
         # in-memory storage: nothing to flush, and it lingers 5 s on SIGTERM

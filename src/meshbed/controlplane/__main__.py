@@ -17,6 +17,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--http", required=True, help="debug HTTP listen address, HOST:PORT")
     p.add_argument("--consul", required=True, help="Consul HTTP API base URL, e.g. http://127.0.0.1:8500")
     p.add_argument("--consul-wait", type=float, default=30.0, help="blocking query wait, seconds (default 30)")
+    p.add_argument("--eureka", help="Eureka REST base URL (registry: eureka): services from there, policy from Consul KV")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--mutant", help="plant one bug (meshbed selftest; see meshbed.controlplane.mutants)")
     a = p.parse_args(argv)
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         m = apply(a.mutant)
         logging.getLogger("meshbed.controlplane").warning("MUTANT %s planted: %s", m.name, m.description)
     try:
-        asyncio.run(main_async(a.xds, a.http, a.consul, consul_wait_s=a.consul_wait))
+        asyncio.run(main_async(a.xds, a.http, a.consul, consul_wait_s=a.consul_wait, eureka=a.eureka))
     except OSError as exc:
         logging.getLogger("meshbed.controlplane").error("%s", exc)
         return 1

@@ -23,6 +23,7 @@ log = logging.getLogger("meshbed.controlplane.consul")
 KV_PREFIX = "meshbed/"
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 1.0
+FIRST_SYNC_RETRY_S = 0.02
 
 
 class ConsulError(Exception):
@@ -47,6 +48,7 @@ class ConsulWatcher:
         self.stats: dict[str, Any] = {"errors": 0, "last_error": "", "last_error_at": 0.0, "last_ok_at": 0.0,
                                       "synced_at": 0.0, "changes": 0, "up": False}
         self._on_change = on_change
+        self.answer_at = 0.0  # unix time the latest Consul answer arrived (the push rounds' breakdown)
         self._session: aiohttp.ClientSession | None = None
         self._health_tasks: dict[str, asyncio.Task[None]] = {}
         self._health_seen: set[str] = set()
@@ -96,13 +98,15 @@ class ConsulWatcher:
         while True:
             try:
                 status, new, body = await self._get(path, params, index)
+                self.answer_at = time.time()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: keep state, retry
                 self._note_error(name, exc, first=not failing)
                 failing = True
                 index = 0  # resync from scratch once Consul is back
-                await asyncio.sleep(backoff)
+                # before the first sync Consul is still starting (the CP starts alongside it): retry soon
+                await asyncio.sleep(backoff if self.synced.is_set() else FIRST_SYNC_RETRY_S)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_MIN
@@ -120,6 +124,10 @@ class ConsulWatcher:
                 await asyncio.sleep(0.05)  # no usable index: don't spin
 
     def _note_error(self, name: str, exc: BaseException, first: bool) -> None:
+        if not self.synced.is_set():  # the control plane starts alongside Consul: not an outage yet
+            if first:
+                log.info("consul: %s not answering yet (%s); retrying", name, type(exc).__name__)
+            return
         self.stats["errors"] += 1
         self.stats["last_error"] = f"{name}: {type(exc).__name__}: {exc}"
         self.stats["last_error_at"] = time.time()

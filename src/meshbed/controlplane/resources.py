@@ -31,6 +31,7 @@ from envoy.extensions.request_id.uuid.v3 import uuid_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.v3 import percent_pb2
 
+from . import zipkin
 from ..nodemeta import NodeMeta
 from ..policy import MeshPolicy, ServicePolicy
 from .catalog import DEGRADED, HEALTHY, UNHEALTHY, Instance
@@ -259,6 +260,8 @@ def http_connection_manager(
     hcm.tracing.provider.CopyFrom(
         http_tracer_pb2.Tracing.Http(name="envoy.tracers.opentelemetry", typed_config=_pack(otel))
     )
+    if zipkin.is_zipkin(meta):  # tracing b3: the node's bootstrap has the Zipkin collector cluster
+        hcm.tracing.provider.CopyFrom(zipkin.tracing_provider(meta))
     hcm.tracing.random_sampling.CopyFrom(percent_pb2.Percent(value=float(sampling_percent)))
     hcm.tracing.spawn_upstream_span.value = False
     fal = file_pb2.FileAccessLog(

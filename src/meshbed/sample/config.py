@@ -7,9 +7,10 @@ config without touching sockets.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class SampleConfig:
     register_timeout: float = 10.0
     downstream_timeout: float = 30.0
     check_host: str = ""
+    # Consul Connect: the registration's "Connect" block (sidecar_service), as given by meshbed
+    connect: dict[str, Any] | None = None
 
     @property
     def check_address(self) -> HostPort:
@@ -122,6 +125,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--check-host", default=os.environ.get("MESHBED_CHECK_HOST", ""),
         help="host Consul uses for the health check (default: the listen address; env MESHBED_CHECK_HOST)",
     )
+    p.add_argument("--connect-json", default="", help="Consul Connect block of the registration (JSON)")
     return p
 
 
@@ -134,6 +138,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SampleConfig:
         sidecar = parse_hostport(ns.sidecar) if ns.sidecar else None
         advertise = parse_hostport(ns.advertise) if ns.advertise else None
         meta = parse_meta(ns.meta)
+        connect = json.loads(ns.connect_json) if ns.connect_json else None
     except ValueError as exc:
         parser.error(str(exc))
     downstreams = tuple(
@@ -160,4 +165,5 @@ def parse_args(argv: Sequence[str] | None = None) -> SampleConfig:
         register_timeout=ns.register_timeout,
         downstream_timeout=ns.downstream_timeout,
         check_host=ns.check_host,
+        connect=connect,
     )

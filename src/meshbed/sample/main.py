@@ -17,7 +17,7 @@ from aiohttp import web
 from . import tracing
 from .app import SampleApp
 from .config import SampleConfig, parse_args
-from .registration import ConsulRegistrar, RegistrationError
+from .registration import RegistrationError, make_registrar
 
 SPAN_FLUSH_TIMEOUT = 5.0
 
@@ -36,7 +36,7 @@ async def serve(config: SampleConfig, stop: asyncio.Event | None = None) -> int:
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
     provider = tracing.make_provider(config)
-    registrar = ConsulRegistrar(config) if config.consul else None
+    registrar = make_registrar(config)  # Consul, or Eureka when MESHBED_SAMPLE_EUREKA is set
     sample = SampleApp(config, provider=provider, registrar=registrar)
     runner = web.AppRunner(sample.build(), access_log=None, handle_signals=False)
     await runner.setup()

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from . import b3
 from .config import SampleConfig
 
 log = logging.getLogger(__name__)
@@ -76,13 +77,13 @@ def make_provider(config: SampleConfig, exporter: SpanExporter | None = None) ->
 
 
 def extract(headers: Mapping[str, str]) -> Context:
-    """Parent context from an incoming traceparent/tracestate (empty if absent)."""
-    return _PROPAGATOR.extract(headers)
+    """Parent context from an incoming traceparent/tracestate (empty if absent); B3 with tracing b3."""
+    return (b3.active() or _PROPAGATOR).extract(headers)
 
 
 def inject(span: Span, headers: MutableMapping[str, str]) -> None:
-    """Write traceparent/tracestate for ``span`` into outgoing headers."""
-    _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
+    """Write traceparent/tracestate for ``span`` into outgoing headers; B3 headers with tracing b3."""
+    (b3.active() or _PROPAGATOR).inject(headers, context=trace.set_span_in_context(span))
 
 
 def trace_id_hex(span: Span) -> str:
