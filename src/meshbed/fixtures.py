@@ -56,15 +56,16 @@ def load(mesh, tmp_path: Path) -> Iterator[Callable[..., "LoadRun"]]:  # noqa: A
     import importlib.util
 
     from .errors import ComponentError
-    from .load import LoadRun
+    from .load import LoadRun, for_mesh
     runs: list[LoadRun] = []
 
     def make(rps: float = 40, duration_s: float = 20, shape: str = "steady", path: str = "/", users: int = 10) -> LoadRun:
         if importlib.util.find_spec("locust") is None:
             raise ComponentError("the `load` fixture needs Locust, which is not installed",
                                  hint="pip install 'meshbed[load]'")
-        run = LoadRun(mesh.ingress_url, tmp_path / f"load-{len(runs)}", users=users, user_rps=rps / users,
-                      duration_s=duration_s, shape=shape, path=path)
+        # Locust's master + workers with --load-workers N; every process recorded in the run state
+        run = for_mesh(mesh, tmp_path / f"load-{len(runs)}", users=users, user_rps=rps / users,
+                       duration_s=duration_s, shape=shape, path=path)
         runs.append(run)
         return run
 

@@ -32,6 +32,7 @@ MARKERS = {
     "tracing": "TRACE checks: trace completeness",
     "resilience": "RES checks: resilience under faults",
     "check(id)": "the conformance catalog id a test implements, e.g. check('DISC-1')",
+    "needs_topology(*needs)": "what the check needs from the topology (meshbed.roles); skipped when it cannot host it",
 }
 
 OPTIONS = {
@@ -43,10 +44,16 @@ OPTIONS = {
     "ready_timeout": ("seconds to wait for each start-up phase (default 90)", None),
     "controlplane": ("control plane under test: 'reference' or a command template with {xds_host} {xds_port} {consul_url} (and optionally {http_port})", None),
     "results": ("where to write the conformance results JSON (default reports/conformance.json)", None),
+    "registry": ("where instances register: consul or eureka (default: the topology's registry, else consul)", None),
+    "tracing": ("trace format: w3c (OTLP) or b3 (Zipkin) (default: the topology's tracing, else w3c)", None),
+    "attach": ("mesh.json of a running mesh to judge instead of starting one (docs/attach.md)", None),
+    "load_workers": ("Locust workers for the checks' load: 0 (default) one process, N a master and N workers "
+                     "(docs/load.md)", None),
 }
 
 RESULTS_KEY = pytest.StashKey["object"]()
 MESHES_KEY = pytest.StashKey["list"]()
+ITEMS_KEY = pytest.StashKey["list"]()  # every collected test, before -k/-m: a re-run's -k must select one
 
 
 CATALOG_HELP = ("a catalog file of your own checks (.yaml or .py; may be given several times); "
@@ -71,7 +78,45 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS_KEY] = ResultsCollector()
     config.stash[MESHES_KEY] = []
     _load_catalogs(config)
+    _register_attach(config)
     _sigterm_unwinds()
+
+
+ATTACH_KEY = pytest.StashKey["tuple"]()
+
+
+class _AttachSkips:
+    """With --meshbed-attach: a check whose catalog ``needs`` the attached mesh lacks is skipped at collection."""
+
+    def __init__(self, caps: frozenset[str]) -> None:
+        self.caps = caps
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        from .attach import missing
+        from .checks.catalog import CATALOG
+        for item in items:
+            entry = CATALOG.get(_check_id(item) or "")
+            why = missing(entry.needs, self.caps) if entry is not None else ""
+            if why:
+                item.add_marker(pytest.mark.skip(reason=why))
+
+
+def _register_attach(config: pytest.Config) -> None:
+    """--meshbed-attach: read mesh.json now (a bad one is a usage error) and skip what it cannot host."""
+    if not (config.getoption("meshbed_attach", None) or config.getini("meshbed_attach")
+            or os.environ.get("MESHBED_ATTACH")):
+        return
+    from . import attach
+    from .errors import ConfigError
+    from .topology import load
+    try:
+        path = _settings_from(config).attach
+        doc = attach.load(path)
+        topo = load(attach.topology_path(doc, path))
+    except ConfigError as exc:
+        raise pytest.UsageError(f"meshbed: {exc}") from None
+    config.stash[ATTACH_KEY] = (doc, topo)
+    config.pluginmanager.register(_AttachSkips(attach.capabilities(doc, topo)), "meshbed-attach-skips")
 
 
 def _load_catalogs(config: pytest.Config) -> None:
@@ -108,6 +153,77 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             pass
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A check whose needs_topology the configured topology cannot meet is skipped now, with the reason,
+    before any mesh comes up (a topology that does not load is left to the mesh fixture to report)."""
+    _skip_for_registry(config, items)
+    _skip_for_flavour(config, items)
+    needy = [(i, [n for m in i.iter_markers("needs_topology") for n in m.args]) for i in items]
+    needy = [(i, needs) for i, needs in needy if needs]
+    if not needy:
+        return
+    from .errors import MeshbedError
+    from .roles import unmet
+    from .topology import load
+    try:  # an attached mesh's own topology (--meshbed-attach), else the configured one
+        topo = config.stash[ATTACH_KEY][1] if ATTACH_KEY in config.stash else load(_settings_from(config).topology)
+    except MeshbedError:
+        return
+    for item, needs in needy:
+        why = unmet(needs, topo)
+        if why:
+            item.add_marker(pytest.mark.skip(reason=why))
+
+
+@pytest.fixture
+def target(request: pytest.FixtureRequest, mesh_session):
+    """What this check works on (a meshbed.roles.Target): its needs_topology resolved on the mesh's topology."""
+    from .roles import Unfit, resolve
+    needs = [n for m in request.node.iter_markers("needs_topology") for n in m.args]
+    if not needs:
+        raise pytest.UsageError(f"{request.node.nodeid} uses the `target` fixture without @pytest.mark.needs_topology")
+    try:
+        return resolve(needs[0], mesh_session.topology)
+    except Unfit as exc:
+        pytest.skip(f"topology {mesh_session.topology.name!r} cannot host this check: {exc}")
+
+
+def _skip_for_registry(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """registry eureka: a check that faults Consul as the service source (DISC-6) is skipped with the reason."""
+    if ATTACH_KEY in config.stash:
+        return
+    from .checks.catalog import CATALOG
+    from .components.mesh_options import unsupported
+    from .errors import MeshbedError
+    from .topology import load
+    try:
+        settings = _settings_from(config)
+        registry = settings.registry or load(settings.topology).registry
+    except MeshbedError:
+        return
+    for item in items:
+        entry = CATALOG.get(_check_id(item) or "")
+        why = unsupported(entry.needs, registry) if entry is not None else ""
+        if why:
+            item.add_marker(pytest.mark.skip(reason=why))
+
+
+def _skip_for_flavour(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A check needing what the control plane's flavour cannot express is skipped with the reason (meshbed.flavour)."""
+    if ATTACH_KEY in config.stash:
+        return
+    from .errors import MeshbedError
+    from .flavour import for_controlplane
+    try:
+        fl = for_controlplane(_settings_from(config).controlplane)
+    except MeshbedError:
+        return
+    for item in items:
+        why = fl.check_unsupported(_check_id(item) or "")
+        if why:
+            item.add_marker(pytest.mark.skip(reason=why))
+
+
 def _check_id(item: pytest.Item) -> str | None:
     m = item.get_closest_marker("check")
     return str(m.args[0]) if m and m.args else None
@@ -118,6 +234,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
     outcome = yield
     rep = outcome.get_result()
     setattr(item, f"_meshbed_rep_{rep.when}", rep)
+    chk = getattr(item, "_meshbed_check", None)
+    if rep.when == "call" and rep.failed and chk is not None and not chk.judged and not chk.result.diagnostics:
+        # the test raised before judging: capture now, before its fixtures tear anything down
+        _diagnose(item, chk, "call", f"the test raised before judging: {_reason(rep)[:200]}")
     cid = _check_id(item)
     if cid and rep.when == "setup":
         _junit_name(item, rep, cid)
@@ -160,6 +280,8 @@ def _junit_properties(item: pytest.Item, r) -> None:  # noqa: ANN001 - a CheckRe
     props = [("meshbed.check", r.id), ("meshbed.verdict", r.verdict)]
     if r.reason:
         props.append(("meshbed.reason", r.reason))
+    if (r.diagnostics or {}).get("rerun"):
+        props.append(("meshbed.rerun", r.diagnostics["rerun"]))
     for f in doc.get("figures") or []:
         v = f.get("value")
         text = "not measured" if not isinstance(v, (int, float)) or not math.isfinite(v) else f"{v:.6g}"
@@ -186,12 +308,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     settings = _settings_from(session.config)
     path = Path(session.config.getoption("meshbed_results") or session.config.getini("meshbed_results")
                 or settings.out_dir / "conformance.json")
+    _describe_load(collector, settings, path.parent)
     collector.write(path)
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
     if tr is not None:
         s = collector.summary()
         tr.write_line(f"meshbed: {s['pass']} pass, {s['fail']} fail, {s['error']} error, {s['skipped']} skipped "
                       f"-> {path}")
+        for r in collector.results.values():  # each failed check, re-run on its own
+            if r.verdict in ("fail", "error") and (r.diagnostics or {}).get("rerun"):
+                tr.write_line(f"meshbed: re-run {r.id}: {r.diagnostics['rerun']}")
+
+
+def _describe_load(collector, settings, out_dir: Path) -> None:  # noqa: ANN001
+    """How the checks' load ran, and what meshbed's own polling costs its rate (`meshbed bench load-overhead`,
+    its result beside the results JSON), for the report's environment section."""
+    from .bench_load import RESULT_NAME, environment_entry
+    load = {"workers": settings.load_workers,
+            "locust": f"master + {settings.load_workers} workers" if settings.load_workers else "one process"}
+    load.update(environment_entry(out_dir / RESULT_NAME)
+                or {"polling_overhead_pct": None, "hint": "not measured: meshbed bench load-overhead"})
+    collector.environment["load"] = load
 
 
 SETTINGS_KEY = pytest.StashKey["object"]()
@@ -230,6 +367,18 @@ def mesh_factory(meshbed_settings, request: pytest.FixtureRequest) -> Iterator[C
         def factory(topology: "str | Path | Topology | None" = None):
             topo = topology if isinstance(topology, Topology) else load(topology or meshbed_settings.topology)
             key = f"{topo.source}:{topo.name}"
+            attached = request.config.stash.get(ATTACH_KEY, None)
+            if attached is not None:  # --meshbed-attach: the running mesh, never a new one
+                doc, atopo = attached
+                if topology is not None and topo.name != atopo.name:
+                    pytest.skip(f"needs topology {topo.name!r}; the attached mesh runs {atopo.name!r}")
+                key = "attached"
+                if key not in meshes:
+                    from .attach import attach
+                    meshes[key] = stack.enter_context(attach(doc, atopo, meshbed_settings, Progress()))
+                    request.config.stash[MESHES_KEY].append(meshes[key])
+                    _describe_environment(request.config, meshes[key], meshbed_settings)
+                    stack.callback(_record_leftovers, request.config, meshes[key])
             if key not in meshes:
                 meshes[key] = stack.enter_context(bring_up(topo, meshbed_settings, Progress()))
                 request.config.stash[MESHES_KEY].append(meshes[key])
@@ -279,17 +428,31 @@ def _describe_environment(config: pytest.Config, mesh, settings) -> None:
     from .provision.binaries import find_all
     comps = {n: {"version": b.version(), "source": b.source, "path": str(b.path)} for n, b in find_all().items()}
     from .components.controlplane import split_protocol
+    settings = mesh.settings  # an attached mesh's carries its control plane's kind
     base, api = split_protocol(settings.controlplane)
     proto = "delta" if api == "DELTA_GRPC" else "sotw"
-    if base in ("builtin", "reference"):
+    attached = config.stash.get(ATTACH_KEY, None)
+    if attached is not None:  # the attached mesh's own components are not the binaries found here
+        from .attach import capabilities
+        comps["controlplane"] = {"version": f"attached: {settings.controlplane} ({proto})", "source": "mesh.json",
+                                 "path": attached[0].source}
+        collector.environment["attached"] = {"mesh_json": attached[0].source, "runtime": attached[0].runtime or None,
+                                             "capabilities": sorted(capabilities(*attached))}
+    elif base in ("builtin", "reference"):
         comps["controlplane"] = {"version": f"meshbed-builtin {__version__} ({proto})", "source": "meshbed.controlplane",
                                  "path": mesh.controlplane.url("http")}
     elif base == "go":
         comps["controlplane"] = {"version": f"{comps.get('cp-go', {}).get('version', 'go')} ({proto})",
                                  "source": "controlplanes/go", "path": comps.get("cp-go", {}).get("path", "")}
+    elif base == "consul-connect":  # Consul's own xDS server (the consul component; docs/consul-connect.md)
+        comps["controlplane"] = {"version": f"consul {comps.get('consul', {}).get('version', '?')} connect ({proto})",
+                                 "source": "consul agent (connect)", "path": comps.get("consul", {}).get("path", "")}
     else:
         comps["controlplane"] = {"version": "external", "source": "command", "path": settings.controlplane}
-    collector.environment.update({"runtime": settings.runtime, "components": comps})
+    from .components.mesh_options import describe as describe_options
+    comps.update(describe_options(mesh))  # the registry and trace format this run used
+    collector.environment.update({"runtime": "attached" if attached is not None else settings.runtime,
+                                  "components": comps})
     topo = mesh.topology
     collector.topology = {
         "name": topo.name, "source": topo.source,
@@ -319,6 +482,8 @@ def check(request: pytest.FixtureRequest, meshbed_profile):
     if cid is None:
         raise pytest.UsageError(f"{request.node.nodeid} uses the `check` fixture without @pytest.mark.check('ID')")
     c = Check(cid, meshbed_profile.for_check(cid), request.node.nodeid)
+    c.on_failure = lambda chk: _diagnose(request.node, chk, "judge")  # before the test's own cleanup
+    request.node._meshbed_check = c
     yield c
     rep = getattr(request.node, "_meshbed_rep_call", None)
     r = c.result
@@ -333,13 +498,20 @@ def check(request: pytest.FixtureRequest, meshbed_profile):
             r.verdict, r.reason = "error", _reason(rep)
     elif not c.judged:
         r.verdict, r.reason = "error", "the test ended without judging the check"
+    if r.verdict not in ("fail", "error"):
+        r.diagnostics = {}
+    elif not r.diagnostics:  # e.g. never judged: only now, after the test's own cleanup
+        _diagnose(request.node, c, "teardown", "after the test's own cleanup: it neither judged nor raised")
     _junit_properties(request.node, r)
-    if r.verdict in ("fail", "error"):
-        meshes = request.config.stash[MESHES_KEY]
-        if meshes:
-            from .diagnostics import capture
-            try:
-                r.diagnostics = capture(meshes[-1])
-            except Exception as exc:  # noqa: BLE001 - diagnostics must never hide the verdict
-                r.diagnostics = {"error": f"could not capture diagnostics: {exc}"}
     request.config.stash[RESULTS_KEY].add(r)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    item.config.stash.setdefault(ITEMS_KEY, []).append(item)
+
+
+def _diagnose(item: pytest.Item, c, moment: str, note: str = "") -> None:  # noqa: ANN001 - a recorder Check
+    """A failed check's diagnostics (meshbed.diagnostics): its Envoys' state, logs, a re-run command."""
+    from .diagnostics import for_check, keyword_candidates
+    c.result.diagnostics = for_check(item, c, item.config.stash.get(MESHES_KEY, []), _settings_from(item.config),
+                                     keyword_candidates(item.config.stash.get(ITEMS_KEY, [])), moment, note)

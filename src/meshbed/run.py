@@ -44,8 +44,12 @@ class RunOptions:
     # directories of tests, each a path or `builtin` (meshbed's own suites); none: builtin
     suites: str | list[str] | None = None
     catalogs: list[str] = field(default_factory=list)  # catalog files of the user's own checks (--catalog)
+    checks: list[str] = field(default_factory=list)  # catalog ids to run (--check DISC-1); none: every selected test
+    redact: bool = True  # home/cache paths and the host name out of the reports (--no-redact keeps them)
     pytest_args: list[str] = field(default_factory=list)
     log: str | None = None  # pytest's output goes here instead of the terminal (selftest)
+    load_workers: int | str | None = None  # Locust workers for the checks' load (--load-workers); None: settings
+    attach: str | None = None  # mesh.json of a running mesh to judge instead of starting one (--attach)
 
 
 def repo_root(start: Path | None = None) -> Path | None:
@@ -82,6 +86,23 @@ def suites_dirs(explicit: str | list[str] | None = None) -> list[Path]:
     for d in [suites_dir(x) for x in given] or [suites_dir()]:
         if d not in out:
             out.append(d)
+    return out
+
+
+def check_ids(given: list[str]) -> list[str]:
+    """--check values as catalog ids (case as in the catalog); one line naming an unknown one."""
+    from .checks.catalog import CATALOG
+    by_upper = {cid.upper(): cid for cid in CATALOG}
+    out = []
+    for raw in given:
+        cid = by_upper.get(str(raw).strip().upper())
+        if cid is None:
+            near = [c for c in CATALOG if c.split("-")[0] == str(raw).strip().upper().split("-")[0]] or list(CATALOG)
+            raise ConfigError(f"--check {raw!r}: not a catalog check id; known: {', '.join(near[:12])}"
+                              + (" ..." if len(near) > 12 else ""),
+                              hint="ids as in the catalog, e.g. --check DISC-1 (repeatable)")
+        if cid not in out:
+            out.append(cid)
     return out
 
 
@@ -123,13 +144,20 @@ def plan(opts: RunOptions) -> Plan:
     """Validate the inputs (ConfigError on anything wrong) and build the pytest command line."""
     cli = {"runtime": opts.runtime, "topology": opts.topology, "profile": opts.profile, "out_dir": opts.out_dir,
            "state_dir": opts.state_dir, "ready_timeout": opts.ready_timeout,
-           "controlplane": opts.controlplane}
+           "controlplane": opts.controlplane, "load_workers": opts.load_workers}
     # not given: the packaged default topology and profile; a bare name (-f basic) is a packaged one
     settings = packaged.with_defaults(Settings.build(cli=cli), cli=cli)
     root = repo_root()
     suites = suites_dirs(opts.suites)
     cwd = _pytest_cwd(suites, packaged.builtin_suites(root), root)
     topology = _existing(settings.topology, "topology file")
+    attach_json: Path | None = None
+    if opts.attach:  # a bad mesh.json is one line here; its topology is the one judged unless -f names another
+        from . import attach
+        attach_json = _existing(opts.attach, "mesh description (--attach)")
+        doc = attach.load(attach_json)
+        if not opts.topology:
+            topology = attach.topology_path(doc, attach_json)
     profile = _existing(settings.profile, "profile")
     # the user's own checks, before the profile that sets their thresholds is read
     from .checks import catalog
@@ -152,28 +180,39 @@ def plan(opts: RunOptions) -> Plan:
             raise
         raise ConfigError(exc.args[0], hint="declare your own checks in a meshbed_catalog.yaml (or .py) beside "
                                             "your tests, or pass --catalog FILE (docs/writing-tests.md)") from None
+    checks = check_ids(opts.checks)
     from .components.controlplane import template_for
-    template_for(settings.controlplane)  # a bad name fails here; a named one (go) is built here if missing
+    if attach_json is None:  # attached: nothing of the mesh starts here (watchers and scale-ups are local processes)
+        template_for(settings.controlplane)  # a bad name fails here; a named one (go) is built here if missing
     if settings.runtime not in runtime_names():
         raise ConfigError(f"unknown runtime {settings.runtime!r}; available: {', '.join(runtime_names())}")
-    from .provision import require
-    from .runtime import runtime_factory
-    for component in ("envoy", "consul", "jaeger", "toxiproxy"):
-        require(component)  # a missing binary: one line saying how to get it
-    runtime_factory(settings.runtime).preflight()  # type: ignore[attr-defined]
+    # the same environment checks as `meshbed up`, before pytest starts: binaries found and runnable, state dir
+    # writable, a loopback port bindable, the runtime usable (Docker engine): one line and exit 2, never 13 errors
+    from .preflight import check_environment
+    if attach_json is None:
+        check_environment(settings)
+    else:
+        from .safeio import check_writable_dir
+        check_writable_dir(settings.runs_dir, "state directory")
     out_dir = Path(settings.out_dir).resolve()
     results, html, junit = out_dir / RESULTS_NAME, out_dir / HTML_NAME, out_dir / JUNIT_NAME
     # --rootdir: the option values below are absolute paths, which pytest would otherwise count in its rootdir guess
     argv = [sys.executable, "-m", "pytest", *map(str, suites), "--rootdir", str(cwd), "-p", "no:locust",
-            "-p", "no:cacheprovider",
+            "-p", "no:cacheprovider", "-p", "meshbed.checkselect",
             "--meshbed-topology", str(topology), "--meshbed-profile", str(profile),
             "--meshbed-runtime", settings.runtime, "--meshbed-results", str(results),
             "--meshbed-ready-timeout", str(settings.ready_timeout), "--meshbed-controlplane", settings.controlplane,
             "--junitxml", str(junit)]
     for c in catalogs:
         argv += ["--meshbed-catalog", str(c)]
+    for cid in checks:
+        argv += ["--meshbed-check", cid]
     if str(settings.state_dir) not in ("", "."):
         argv += ["--meshbed-state-dir", str(Path(settings.state_dir).resolve())]
+    if settings.load_workers:
+        argv += ["--meshbed-load-workers", str(settings.load_workers)]
+    if attach_json is not None:
+        argv += ["--meshbed-attach", str(attach_json)]
     if opts.markers:
         argv += ["-m", opts.markers]
     if opts.keyword:
@@ -184,19 +223,26 @@ def plan(opts: RunOptions) -> Plan:
 
 
 def _run_pytest(p: Plan, stream: TextIO) -> int:
-    """pytest in the foreground, its output straight to the terminal; Ctrl-C/SIGTERM let it tear down."""
+    """pytest in the foreground, its output straight to the terminal; Ctrl-C/SIGTERM let it tear down.
+
+    pytest runs in a session of its own, so a Ctrl-C reaches this process only; it is passed on as SIGTERM.
+    Before pytest is configured, SIGTERM ends it quietly (nothing has started: the mesh comes up with the first
+    test), never with the traceback of an import a SIGINT would print; once configured, the meshbed plugin
+    turns SIGTERM into KeyboardInterrupt and pytest tears the mesh down.
+    """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     out = open(p.log, "w") if p.log else None  # noqa: SIM115 - closed below
     try:
-        proc = subprocess.Popen(p.argv, cwd=p.cwd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+        proc = subprocess.Popen(p.argv, cwd=p.cwd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                start_new_session=True)
     finally:
         if out is not None:
             out.close()
-    old = signal.getsignal(signal.SIGTERM)
+    old, old_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
 
     def on_term(signum: int, frame: Any) -> None:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # pytest tears the mesh down on KeyboardInterrupt
+            proc.send_signal(signal.SIGTERM)  # pytest tears the mesh down (the plugin's SIGTERM handler)
     signal.signal(signal.SIGTERM, on_term)
     interrupted = False
     try:
@@ -204,8 +250,10 @@ def _run_pytest(p: Plan, stream: TextIO) -> int:
             try:
                 return proc.wait() if not interrupted else 130
             except KeyboardInterrupt:
-                # the child got the same SIGINT (same process group): wait for its teardown
                 interrupted = True
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # one Ctrl-C is enough; the teardown must finish
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
                 print("meshbed run: interrupted; waiting for pytest to tear the mesh down", file=stream, flush=True)
                 try:
                     proc.wait(timeout=120)
@@ -215,6 +263,7 @@ def _run_pytest(p: Plan, stream: TextIO) -> int:
                 return 130
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
 
 
 def _cell(text: str, width: int) -> str:
@@ -242,6 +291,8 @@ def run(opts: RunOptions, stream: TextIO | None = None) -> int:
     from . import report
     stream = stream or sys.stdout
     p = plan(opts)
+    from .prune import apply_retention
+    apply_retention(p.settings.runs_dir, p.settings.keep_runs)  # the retention setting, before a new run dir
     p.out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (p.results, p.html):  # never report a previous run's results as this one's
         stale.unlink(missing_ok=True)
@@ -259,7 +310,8 @@ def run(opts: RunOptions, stream: TextIO | None = None) -> int:
                           hint="check -m/-k expressions; markers: quick, discovery, lb, tracing, resilience")
     if not p.results.exists():
         if rc == 5:
-            why = "no test was selected (markers: quick, discovery, lb, tracing, resilience; or -k with a check id)"
+            why = ("no test was selected (markers: quick, discovery, lb, tracing, resilience; a check by its id: "
+                   "--check DISC-1)")
         elif rc < 0:
             why = f"pytest was killed by signal {-rc} before it wrote results"
         else:
@@ -271,6 +323,9 @@ def run(opts: RunOptions, stream: TextIO | None = None) -> int:
     doc["run"] = {"argv": [str(a) for a in p.argv[1:]], "pytest_exit_code": rc, "markers": opts.markers,
                   "suites_dir": str(p.suites), "suites_dirs": [str(d) for d in p.suites_dirs],
                   "catalogs": [str(c) for c in p.catalogs], "junit_xml": str(p.junit), "html": str(p.html)}
+    if opts.redact:
+        from .report.redact import redact
+        doc = redact(doc)
     t1 = time.monotonic()
     report.render_html(doc)
     doc["phases"]["report render"] = round(time.monotonic() - t1, 3)
@@ -297,9 +352,12 @@ def run(opts: RunOptions, stream: TextIO | None = None) -> int:
     return 1
 
 
-def render(json_path: str | Path, out: str | Path | None = None) -> Path:
-    """`meshbed report`: re-render the HTML from a results JSON."""
+def render(json_path: str | Path, out: str | Path | None = None, redact: bool = True) -> Path:
+    """`meshbed report`: re-render the HTML from a results JSON (home/cache paths and host name redacted)."""
     from . import report
     doc = report.load_document(json_path)
+    if redact:
+        from .report.redact import redact as redacted
+        doc = redacted(doc)
     out = Path(out) if out else Path(json_path).with_suffix(".html")
     return report.write_html(doc, out)

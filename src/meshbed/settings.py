@@ -17,6 +17,9 @@ from .errors import ConfigError
 
 MAX_READY_TIMEOUT = 24 * 3600.0  # a day: beyond it a "deadline" is no deadline
 MAX_ENVOY_CONCURRENCY = 256
+MAX_LOAD_WORKERS = 64  # Locust workers on this host (meshbed.load.MAX_WORKERS)
+REGISTRIES = ("", "consul", "eureka")  # "": the topology's ``registry`` (default consul)
+TRACING_FORMATS = ("", "w3c", "b3")  # "": the topology's ``tracing`` (default w3c)
 
 
 def check_seconds(name: str, value: float, maximum: float = MAX_READY_TIMEOUT) -> float:
@@ -61,9 +64,21 @@ class Settings:
     ready_timeout: float = 90.0
     envoy_log_level: str = "warning"
     envoy_concurrency: int = 1
+    # > 0: Envoys in low-memory mode (overload manager on this heap budget, small buffers); bench scale
+    envoy_max_heap_mb: int = 0
     # "reference" (meshbed's own) or a command template for your control
     # plane: "my-cp --ads {xds_host}:{xds_port} --consul {consul_url}"
     controlplane: str = "reference"
+    # run directories kept by the automatic pruning of `up` and `run` (finished ones, newest first); 0: keep all
+    keep_runs: int = 20
+    # "" (the topology's choice, else consul) or consul | eureka: where instances register (docs/registries.md)
+    registry: str = ""
+    # "" (the topology's choice, else w3c) or w3c | b3: the trace headers and Envoy tracer (docs/tracing-formats.md)
+    tracing: str = ""
+    # 0: the suites' load is one Locust process; N: Locust's master + N workers (docs/load.md)
+    load_workers: int = 0
+    # a mesh.json of a running mesh to judge instead of starting one (`meshbed run --attach`, docs/attach.md)
+    attach: str = ""
 
     def __post_init__(self) -> None:
         if not str(self.controlplane).strip():
@@ -73,6 +88,20 @@ class Settings:
                 or not 1 <= self.envoy_concurrency <= MAX_ENVOY_CONCURRENCY:
             raise ConfigError(f"envoy_concurrency must be an integer in 1..{MAX_ENVOY_CONCURRENCY}, "
                               f"got {self.envoy_concurrency!r}")
+        if isinstance(self.envoy_max_heap_mb, bool) or not isinstance(self.envoy_max_heap_mb, int) \
+                or not (self.envoy_max_heap_mb == 0 or 16 <= self.envoy_max_heap_mb <= 65536):
+            raise ConfigError(f"envoy_max_heap_mb must be 0 (off) or an integer in 16..65536, "
+                              f"got {self.envoy_max_heap_mb!r}")
+        if self.registry not in REGISTRIES or self.tracing not in TRACING_FORMATS:
+            bad, known = (("registry", REGISTRIES) if self.registry not in REGISTRIES else ("tracing", TRACING_FORMATS))
+            raise ConfigError(f"{bad}: {getattr(self, bad)!r} is not one of {', '.join(k for k in known if k)}")
+        if isinstance(self.load_workers, bool) or not isinstance(self.load_workers, int) \
+                or not 0 <= self.load_workers <= MAX_LOAD_WORKERS:
+            raise ConfigError(f"load_workers (--load-workers, MESHBED_LOAD_WORKERS) must be an integer in "
+                              f"0..{MAX_LOAD_WORKERS} (0: one Locust process), got {self.load_workers!r}")
+        if isinstance(self.keep_runs, bool) or not isinstance(self.keep_runs, int) or not 0 <= self.keep_runs <= 100_000:
+            raise ConfigError(f"keep_runs (MESHBED_KEEP_RUNS) must be an integer >= 0 (0 keeps every run directory), "
+                              f"got {self.keep_runs!r}")
 
     @property
     def runs_dir(self) -> Path:

@@ -45,6 +45,10 @@ class ToxiproxyClient:
         self._call("POST", "/proxies", {"name": name, "listen": listen, "upstream": upstream, "enabled": enabled})
         return Proxy(name, listen, upstream, enabled)
 
+    def populate(self, proxies: list[dict[str, Any]]) -> None:
+        """Create several proxies in one call (POST /populate: name, listen, upstream, enabled each)."""
+        self._call("POST", "/populate", proxies)
+
     def proxies(self) -> dict[str, dict[str, Any]]:
         return self._call("GET", "/proxies") or {}
 

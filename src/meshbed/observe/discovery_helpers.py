@@ -174,5 +174,26 @@ def cp_events(cp_url: str | None, since: float, event: str | None = None, type_:
     return [e for e in evs if (event is None or e.get("event") == event) and (type_ is None or e.get("type") == type_)]
 
 
+def service_stats(admin_url: str, service: str, part: str, timeout: float = 2.0) -> dict[str, int]:
+    """Stats of every cluster serving ``service``, named ``cluster.<service>.<part>...`` whatever the flavour.
+
+    builtin/go name the cluster after the service; Consul Connect after its discovery target
+    (``[<subset>.]<service>.default.<dc>.internal.<td>.consul``, several with subsets): their
+    counters are summed under the service's name, so ``cluster.backend.outlier_detection.*``
+    reads the same on every control plane (``meshbed.flavour.naming``).
+    """
+    from ..flavour import naming
+    out: dict[str, int] = {}
+    marker = f".{part}"
+    for k, v in stats(admin_url, r"^cluster\..*" + re.escape(marker) + r"(\.|$)", timeout).items():
+        if not k.startswith("cluster."):
+            continue
+        name, sep, rest = k[len("cluster."):].partition(marker)
+        if sep and naming.service_of_cluster(name) == service:
+            key = f"cluster.{service}{marker}{rest}"
+            out[key] = out.get(key, 0) + v
+    return out
+
+
 def is_connected(admin_url: str) -> bool:
     return stats(admin_url, "control_plane.connected_state", timeout=1.0).get("control_plane.connected_state") == 1
