@@ -19,7 +19,7 @@ import pytest
 from meshbed import policy_control
 from meshbed.chaos import faults
 from meshbed.errors import MeshbedError
-from meshbed.measure import tracing
+from meshbed.measure import trace_hops, tracing
 from meshbed.observe import traces
 from meshbed.observe.trace_collect import Collected, collect
 from meshbed.roles import Edge, Upstream
@@ -196,4 +196,40 @@ def test_trace5_sampling_decided_once_at_the_edge(mesh, check, expected):
     check.evidence("jaeger_poll", _jaeger_evidence(col))
     check.evidence("partial_defects", m.partial_defects)
     check.chart("traces", "partial_examples", m.partial_examples)
+    check.judge()
+
+
+@pytest.mark.quick
+@pytest.mark.check("TRACE-6")
+@needs(Edge())
+def test_trace6_mixed_propagation_hop(mesh, check):
+    """Requests down every ingress route cross every hop; a hop whose app propagates a format its
+    Envoys do not speak (the mesh B3, the app only traceparent) splits the trace there.
+
+    The split is named caller -> callee from two signals that span loss cannot fake: an app's
+    trace id differing from its caller app's (the answers nest them), and a span whose parent is
+    present but is not the one the mesh's span tree puts there, or a root where it needs a parent.
+    """
+    p, topo = check.p, mesh.topology
+    paths = trace_hops.route_paths(topo)
+    order = sorted(paths.values())
+    entry = trace_hops.entry_of(topo)
+    batch = drive(mesh.ingress_url, p.requests * len(order), concurrency=4,
+                  path=lambda i: order[i % len(order)], timeout=10)
+    col = collect(mesh, batch.answers, trace_hops.expected_of(topo))
+    c = tracing.completeness(col.list)
+    bodies = [(a.request_id, trace_hops.body_of(a), col.spans.get(a.request_id, [])) for a in batch.answers]
+    h = trace_hops.splits(bodies, tracing.calls_of(topo), entry)
+    check.figure("complete", c.pct, "%", c.traces, JAEGER, min_n=batch.n)
+    check.figure("broken_hops", len(h.broken), "hops", h.traces, "answers' trace ids + " + JAEGER, min_n=batch.n,
+                 bad_count=True)
+    check.evidence("broken_hops", h.to_json())
+    check.evidence("hops_checked", {trace_hops.hop_name(x): n for x, n in h.crossed.items()})
+    check.evidence("not_driven", trace_hops.not_driven(topo, paths))
+    check.evidence("traffic", {"requests": batch.n, "paths": order, "by_status": batch.by_status()})
+    check.evidence("jaeger_poll", _jaeger_evidence(col))
+    check.evidence("defects", c.defects)
+    check.chart("traces", "incomplete_examples", tracing.examples(col.list))
+    if h.broken:
+        check.target(*dict.fromkeys(x for hop in h.broken for x in hop if x != "ingress"))
     check.judge()

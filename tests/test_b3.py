@@ -147,3 +147,90 @@ def test_one_request_is_one_complete_b3_trace_in_jaeger(tmp_path):
         assert len(roots) == 1 and roots[0].service == "ingress", [(s.service, s.kind, s.parent_id) for s in spans]
         assert all(s.parent_id in ids for s in spans if s.parent_id), "a span's parent is missing"
         print(f"b3 trace complete in Jaeger {time.monotonic() - t0:.1f}s after the answer ({len(spans)} spans)")
+
+
+def test_a_service_propagation_reaches_its_instances_and_is_validated():
+    from meshbed.components import mesh_options
+    from meshbed.errors import ConfigError
+    from meshbed.topology import parse
+    topo = parse({**TOPOLOGY, "services": {"web": {"calls": ["api"]}, "api": {"propagation": "w3c"}}})
+    assert topo.services["web"].propagation == "" and topo.services["api"].propagation == "w3c"
+    assert mesh_options.service_env(topo.services["web"]) == {}
+    assert mesh_options.service_env(topo.services["api"]) == {b3.PROPAGATION_ENV: "w3c"}
+    with pytest.raises(ConfigError, match=r"services\.api\.propagation: 'zipkin' is not one of w3c, b3, both"):
+        parse({**TOPOLOGY, "services": {"web": {"calls": ["api"]}, "api": {"propagation": "zipkin"}}})
+
+
+def test_an_app_propagating_another_format_than_the_mesh(monkeypatch):
+    """w3c on a b3 mesh reads and writes traceparent only; `both` reads the mesh's format first, writes both."""
+    monkeypatch.setenv(b3.ENV, "b3")
+    monkeypatch.setenv(b3.PROPAGATION_ENV, "w3c")
+    w3c_parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    b3_headers = {"x-b3-traceid": TRACE, "x-b3-spanid": SPAN, "x-b3-sampled": "1"}
+    assert not _ctx_of(tracing.extract(b3_headers)).is_valid
+    span = TracerProvider().get_tracer("t").start_span("s")
+    out: dict[str, str] = {}
+    tracing.inject(span, out)
+    assert "traceparent" in out and "x-b3-traceid" not in out
+    monkeypatch.setenv(b3.PROPAGATION_ENV, "both")
+    both = _ctx_of(tracing.extract({**b3_headers, "traceparent": w3c_parent}))
+    assert format(both.trace_id, "032x") == TRACE  # the mesh's (B3) context wins
+    assert format(_ctx_of(tracing.extract({"traceparent": w3c_parent})).trace_id, "032x").startswith("0af765")
+    out = {}
+    tracing.inject(span, out)
+    assert "traceparent" in out and out["x-b3-traceid"] == format(span.get_span_context().trace_id, "032x")
+    monkeypatch.setenv(b3.ENV, "w3c")
+    w = _ctx_of(tracing.extract({**b3_headers, "traceparent": w3c_parent}))
+    assert format(w.trace_id, "032x").startswith("0af765")  # on a w3c mesh, traceparent wins
+
+
+def _run_trace6(tmp_path, topology: dict) -> dict:
+    """`meshbed run --check TRACE-6` on ``topology`` (30 requests): the check's result from conformance.json."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    (tmp_path / "topo.yaml").write_text(yaml.safe_dump(topology))
+    (tmp_path / "profile.yaml").write_text("extends: default\nchecks:\n  TRACE-6: {params: {requests: 30}}\n")
+    r = subprocess.run([sys.executable, "-m", "meshbed.cli", "run", "-f", str(tmp_path / "topo.yaml"),
+                        "--profile", str(tmp_path / "profile.yaml"), "--check", "TRACE-6", "--ready-timeout", "240",
+                        "--out", str(tmp_path / "out"), "--state-dir", str(tmp_path / "state")],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900)
+    out = tmp_path / "out" / "conformance.json"
+    assert out.exists(), r.stdout[-3000:] + r.stderr[-3000:]
+    (check,) = [c for c in json.loads(out.read_text())["checks"] if c["id"] == "TRACE-6"]
+    return check
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("api_propagation,verdict", [("b3", "pass"), ("w3c", "fail")])
+def test_trace6_names_the_hop_where_an_app_propagates_traceparent_on_a_b3_mesh(tmp_path, api_propagation, verdict):
+    topo = {**TOPOLOGY, "services": {"web": {"calls": ["api"]}, "api": {"propagation": api_propagation}}}
+    c = _run_trace6(tmp_path, topo)
+    figs = {f["name"]: f["value"] for f in c["figures"]}
+    hops = [h["hop"] for h in c["evidence"]["broken_hops"]]
+    print(f"TRACE-6 api propagation {api_propagation}: {c['verdict']} {figs} broken_hops {hops} ({c['reason']})")
+    assert c["verdict"] == verdict, c["reason"]
+    if verdict == "pass":
+        assert figs["complete"] == 100.0 and hops == []
+    else:
+        assert hops == ["web -> api"] and figs["broken_hops"] == 1 and figs["complete"] < 99.9
+
+
+def test_the_wrong_tracer_mutant_swaps_envoys_tracer_both_ways(monkeypatch):
+    from meshbed.controlplane import mutants
+    from envoy.config.trace.v3 import opentelemetry_pb2, zipkin_pb2
+    monkeypatch.setattr(resources, "http_connection_manager", resources.http_connection_manager)  # undone after
+    mutants.apply("wrong-tracer")
+    meta = NodeMeta(role="sidecar", service="web", instance="web-0", inbound_port=1, app_address="127.0.0.1:2",
+                    trace_service="web-sidecar")
+    hcm = resources.http_connection_manager("in", "r", zipkin.zipkin_node(meta)[0], 100)
+    assert hcm.tracing.provider.name == "envoy.tracers.opentelemetry"  # a B3 node gets W3C
+    otel = opentelemetry_pb2.OpenTelemetryConfig()
+    hcm.tracing.provider.typed_config.Unpack(otel)
+    assert otel.grpc_service.envoy_grpc.cluster_name == "jaeger_otlp" and otel.service_name == "web-sidecar"
+    hcm = resources.http_connection_manager("in", "r", meta, 100)
+    assert hcm.tracing.provider.name == "envoy.tracers.zipkin"  # a W3C node gets B3
+    cfg = zipkin_pb2.ZipkinConfig()
+    hcm.tracing.provider.typed_config.Unpack(cfg)
+    assert cfg.collector_cluster == "jaeger_otlp"

@@ -159,7 +159,8 @@ class Scaler:
         bind, me = rt.listen_host(), rt.internal_host(inst.id)
         app = rt.start(app_c.spec(inst, p.app_port, calls=svc.calls, sidecar_outbound=f"{me}:{p.outbound}",
                                   consul_url=w.consul_url, advertise=p.advertise, otlp_http_url=w.otlp_http_url,
-                                  run_id=self.mesh.run_id, host=bind, env=w.app_env))
+                                  run_id=self.mesh.run_id, host=bind,
+                                  env={**w.app_env, **mesh_options.service_env(svc)}))
         self.mesh.apps[inst.id] = app
         self.mesh.instances[inst.id] = inst
         self.mesh.advertised[inst.id] = p.advertise

@@ -27,7 +27,7 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "topology.schema.json"
 
 # the fields each level of a topology file accepts (policy fields: meshbed.policy)
 TOP_FIELDS = frozenset({"name", "services", "ingress", "chaos", "mesh", "registry", "tracing"})
-SERVICE_FIELDS = frozenset({"replicas", "calls", "policy", "instances"})
+SERVICE_FIELDS = frozenset({"replicas", "calls", "policy", "instances", "propagation"})
 INSTANCE_FIELDS = frozenset({"version", "priority", "zone"})
 INGRESS_FIELDS = frozenset({"routes"})
 ROUTE_FIELDS = frozenset({"prefix", "service"})
@@ -55,6 +55,8 @@ class ServiceSpec:
     calls: tuple[str, ...] = ()
     policy: ServicePolicy = field(default_factory=ServicePolicy)
     instances: tuple[InstanceSpec, ...] = ()
+    # w3c | b3 | both: the trace headers this service's app propagates; "" = the mesh's `tracing` (TRACE-6)
+    propagation: str = ""
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,10 @@ def parse(data: Any, source: str = "<dict>", *, max_instances: int | None = None
         missing = sorted(set(policy.weights) - versions)
         if missing:
             raise p.fail(f"{where}.policy.weights", f"version {missing[0]!r} has no instance (versions: {sorted(versions)})")
-        services[sname] = ServiceSpec(sname, replicas, tuple(calls), policy, tuple(insts))
+        propagation = _opt(s, "propagation", "")
+        if propagation not in ("", "w3c", "b3", "both"):
+            raise p.fail(f"{where}.propagation", f"{_short(propagation)} is not one of w3c, b3, both")
+        services[sname] = ServiceSpec(sname, replicas, tuple(calls), policy, tuple(insts), propagation)
     for s in services.values():
         for i, c in enumerate(s.calls):
             if c not in services:

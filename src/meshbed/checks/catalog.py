@@ -98,6 +98,8 @@ _ROWS: list[CatalogEntry] = [
                  needs=("toxiproxy:tracing",)),
     CatalogEntry("TRACE-5", "tracing", "10 % sampling decided once at the edge",
                  {"sampling_dev": "pp", "partial_traces": "traces", "sampled_pct": "%", **_POLICY}),
+    CatalogEntry("TRACE-6", "tracing", "mixed propagation: every app hop carries the mesh's trace format",
+                 {"complete": "%", "broken_hops": "hops"}),
     CatalogEntry("RES-1", "resilience", "reset_peer on 1 of 3 endpoints, with retries",
                  {"client_success": "%", "retries": "retries", "faulted_attempts": "requests", **_POLICY},
                  needs=("toxiproxy:upstream",)),

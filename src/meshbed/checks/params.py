@@ -168,6 +168,11 @@ class Trace5:
 
 
 @dataclass(frozen=True)
+class Trace6:
+    requests: int = 100  # per route of the ingress (each route's call tree is driven)
+
+
+@dataclass(frozen=True)
 class Res1:
     requests: int = 2000
 
@@ -203,7 +208,7 @@ class Res5:
 PARAMS: dict[str, type] = {
     "DISC-1": Disc1, "DISC-2": Disc2, "DISC-3": Disc3, "DISC-4": Disc4, "DISC-5": Disc5, "DISC-6": Disc6,
     "DISC-7": Disc7, "DISC-8": Disc8, "DISC-9": Disc9, "LB-1": Lb1, "LB-2": Lb2, "LB-3": Lb3, "LB-4": Lb4, "LB-5": Lb5, "LB-6": Lb6,
-    "TRACE-1": Trace1, "TRACE-2": Trace2, "TRACE-3": Trace3, "TRACE-4": Trace4, "TRACE-5": Trace5,
+    "TRACE-1": Trace1, "TRACE-2": Trace2, "TRACE-3": Trace3, "TRACE-4": Trace4, "TRACE-5": Trace5, "TRACE-6": Trace6,
     "RES-1": Res1, "RES-2": Res2, "RES-3": Res3, "RES-4": Res4, "RES-5": Res5,
 }
 

@@ -18,6 +18,7 @@ from .controlplane import is_builtin
 
 EUREKA_ENV = "MESHBED_SAMPLE_EUREKA"  # meshbed.sample.registration.EUREKA_ENV: register in Eureka
 TRACE_FORMAT_ENV = "MESHBED_SAMPLE_TRACE_FORMAT"  # meshbed.sample.b3.ENV: propagate B3 instead of traceparent
+PROPAGATION_ENV = "MESHBED_SAMPLE_PROPAGATION"  # meshbed.sample.b3.PROPAGATION_ENV: a service's own propagation
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class MeshOptions:
         if self.b3:
             env[TRACE_FORMAT_ENV] = "b3"
         return env
+
+
+def service_env(service: object) -> dict[str, str]:
+    """A service's own propagation (topology ``propagation``, TRACE-6) for its instances' environment."""
+    prop = str(getattr(service, "propagation", "") or "")
+    return {PROPAGATION_ENV: prop} if prop else {}
 
 
 def choose(settings: object, topology: object, progress: Callable[[str], None] = lambda s: None) -> MeshOptions:

@@ -140,6 +140,23 @@ def _no_tracing() -> None:
     resources.http_connection_manager = without
 
 
+def _wrong_tracer() -> None:
+    """Envoy's tracer ignores the node's trace format: OpenTelemetry (W3C) where the node asks for
+    Zipkin (B3), Zipkin (B3) where it asks for OpenTelemetry (W3C); the apps keep the mesh's format."""
+    from . import zipkin
+    orig = resources.http_connection_manager
+
+    @functools.wraps(orig)
+    def swapped(name: str, route_config: str, meta: Any, *a: Any, **kw: Any) -> Any:
+        if zipkin.is_zipkin(meta):  # the OTLP cluster is in every bootstrap: Envoy's spans still arrive
+            return orig(name, route_config, dataclasses.replace(meta, trace_cluster="jaeger_otlp"), *a, **kw)
+        hcm = orig(name, route_config, meta, *a, **kw)
+        hcm.tracing.provider.CopyFrom(zipkin.tracing_provider(meta))  # B3 headers; spans to the OTLP cluster, lost
+        return hcm
+
+    resources.http_connection_manager = swapped
+
+
 def _slow_start() -> None:
     """After every (re)start, serve nothing for 8 s: the first Consul sync is held back."""
     cls = consul_watch.ConsulWatcher
@@ -205,6 +222,8 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
     Mutant("ignore-sampling", "edge sampling percent ignored (always 100 %)", ("TRACE-5",), _ignore_sampling),
     Mutant("no-delta", "serves state-of-the-world ADS only (delta streams refused)", ("DISC-8",), _no_delta),
     Mutant("no-tracing", "no tracing on any listener (Envoys make no spans)", ("TRACE-1", "TRACE-2"), _no_tracing),
+    Mutant("wrong-tracer", "Envoy's tracer ignores the node's trace format (W3C for B3, B3 for W3C)",
+           ("TRACE-6",), _wrong_tracer),
     Mutant("slow-start", "serves nothing for 8 s after every (re)start", ("DISC-7",), _slow_start),
     Mutant("stuck-after-nack", "after a NACK, never sends that type to that Envoy again", ("DISC-9",),
            _stuck_after_nack),

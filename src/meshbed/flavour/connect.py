@@ -73,7 +73,7 @@ def apply_entries(ce: ConfigEntries, service: str, policy: ServicePolicy, caller
 
 
 # checks that judge spans of traffic through the mesh: they need the mesh policy's edge sampling (100 %)
-NEEDS_SAMPLING = frozenset({"TRACE-1", "TRACE-2", "TRACE-3", "TRACE-4", "RES-3"})
+NEEDS_SAMPLING = frozenset({"TRACE-1", "TRACE-2", "TRACE-3", "TRACE-4", "TRACE-6", "RES-3"})
 
 
 class ConnectFlavour:

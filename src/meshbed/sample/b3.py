@@ -11,13 +11,18 @@ app uses it exactly as it uses W3C traceparent.
 The format is chosen per call from ``MESHBED_SAMPLE_TRACE_FORMAT`` (set by
 the mesh for ``tracing: b3``), not at import: the fork server imports this
 module before any instance's environment exists.
+
+What an app *propagates* may differ from what the mesh speaks (a service's
+``propagation`` in the topology, ``MESHBED_SAMPLE_PROPAGATION``): ``w3c`` or
+``b3`` only, or ``both`` (extract the mesh's format, else the other; inject
+both). TRACE-6 judges a mesh where one app hop propagates another format.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Optional, Set
+from typing import Mapping, Optional, Set
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -25,7 +30,9 @@ from opentelemetry.propagators.textmap import (CarrierT, Getter, Setter, TextMap
                                                default_setter)
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-ENV = "MESHBED_SAMPLE_TRACE_FORMAT"  # b3 | w3c (default)
+ENV = "MESHBED_SAMPLE_TRACE_FORMAT"  # b3 | w3c (default): the mesh's format
+PROPAGATION_ENV = "MESHBED_SAMPLE_PROPAGATION"  # w3c | b3 | both: what this app propagates (default: the mesh's)
+PROPAGATIONS = ("w3c", "b3", "both")
 SINGLE_ENV = "MESHBED_SAMPLE_B3"  # single: inject the one `b3` header instead of x-b3-*
 
 TRACE_ID = "x-b3-traceid"
@@ -99,9 +106,27 @@ class B3Propagator(TextMapPropagator):
         return {TRACE_ID, SPAN_ID, PARENT_SPAN_ID, SAMPLED, FLAGS, SINGLE}
 
 
-def active(env: Optional[dict[str, str]] = None) -> Optional[B3Propagator]:
+def mesh_format(env: Optional[Mapping[str, str]] = None) -> str:
+    """The mesh's trace format as this instance's environment says: ``b3`` or ``w3c``."""
+    e = os.environ if env is None else env
+    return "b3" if e.get(ENV, "").strip().lower() == "b3" else "w3c"
+
+
+def propagation(env: Optional[Mapping[str, str]] = None) -> str:
+    """What this app propagates: ``w3c``, ``b3`` or ``both`` (unset or unknown: the mesh's format)."""
+    e = os.environ if env is None else env
+    p = e.get(PROPAGATION_ENV, "").strip().lower()
+    return p if p in PROPAGATIONS else mesh_format(e)
+
+
+def active(env: Optional[Mapping[str, str]] = None) -> Optional[B3Propagator]:
     """The B3 propagator when this instance's environment asks for B3, else None (W3C traceparent)."""
     e = os.environ if env is None else env
-    if e.get(ENV, "").strip().lower() != "b3":
+    if mesh_format(e) != "b3":
         return None
     return B3Propagator(single=e.get(SINGLE_ENV, "").strip().lower() == "single")
+
+
+def single(env: Optional[Mapping[str, str]] = None) -> bool:
+    e = os.environ if env is None else env
+    return e.get(SINGLE_ENV, "").strip().lower() == "single"

@@ -1,4 +1,4 @@
-"""OpenTelemetry setup and W3C trace-context propagation for one instance.
+"""OpenTelemetry setup and trace-context propagation (W3C traceparent, B3 or both) for one instance.
 
 Each instance gets its own TracerProvider (never the global one) so that
 several instances can live in one process, as the tests do.
@@ -16,6 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -76,14 +77,35 @@ def make_provider(config: SampleConfig, exporter: SpanExporter | None = None) ->
     return provider
 
 
+def propagators() -> list[TextMapPropagator]:
+    """The formats this app propagates (``b3.propagation()``), the mesh's own first.
+
+    Read per call, like the format itself: ``w3c`` -> traceparent, ``b3`` -> B3,
+    ``both`` -> the mesh's format, then the other (an app that also forwards the
+    other format must still continue the trace its sidecar's Envoy rewrote).
+    """
+    w3c: TextMapPropagator = _PROPAGATOR
+    b3p: TextMapPropagator = b3.B3Propagator(single=b3.single())
+    mine = b3.propagation()
+    if mine == "both":
+        return [b3p, w3c] if b3.mesh_format() == "b3" else [w3c, b3p]
+    return [b3p] if mine == "b3" else [w3c]
+
+
 def extract(headers: Mapping[str, str]) -> Context:
-    """Parent context from an incoming traceparent/tracestate (empty if absent); B3 with tracing b3."""
-    return (b3.active() or _PROPAGATOR).extract(headers)
+    """Parent context from the incoming headers of the format(s) this app propagates (empty if absent)."""
+    for p in propagators():
+        ctx = p.extract(headers)
+        if trace.get_current_span(ctx).get_span_context().is_valid:
+            return ctx
+    return Context()
 
 
 def inject(span: Span, headers: MutableMapping[str, str]) -> None:
-    """Write traceparent/tracestate for ``span`` into outgoing headers; B3 headers with tracing b3."""
-    (b3.active() or _PROPAGATOR).inject(headers, context=trace.set_span_in_context(span))
+    """Write ``span``'s context into outgoing headers in every format this app propagates."""
+    ctx = trace.set_span_in_context(span)
+    for p in propagators():
+        p.inject(headers, context=ctx)
 
 
 def trace_id_hex(span: Span) -> str:
