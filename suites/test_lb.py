@@ -31,7 +31,7 @@ from meshbed.chaos import faults
 from meshbed.errors import ConfigError, WaitTimeout
 from meshbed.measure import lb
 from meshbed.measure.discovery import slowest
-from meshbed.observe import convergence, envoy_admin
+from meshbed.observe import convergence, discovery_helpers, envoy_admin
 from meshbed.policy import OutlierDetection, Retries, ServicePolicy
 from meshbed.roles import Upstream
 from meshbed.traffic import Batch, drive
@@ -331,10 +331,11 @@ def test_lb5_priority_failover(mesh, check, target):
 
 
 def _outlier_stats(mesh, svc: str) -> dict[str, dict[str, int]]:
+    """Per subscriber: the outlier counters of every cluster serving ``svc``, whatever the control plane names it."""
     prefix = _OD.format(svc)
     out = {}
     for n, u in scenario.subscriber_urls(mesh, svc).items():
-        st = envoy_admin.stats(u, regex=prefix.replace(".", r"\."))
+        st = discovery_helpers.service_stats(u, svc, "outlier_detection")
         out[n] = {k[len(prefix):]: v for k, v in st.items() if k.startswith(prefix)}
     return out
 
