@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .chaos.churn import Churn
+from .components import controlplane as cp_c
 from .errors import ComponentError
 from .mesh import wait_converged
 from .mesh_build import bring_up
@@ -79,7 +80,8 @@ def _changes(mesh: Any, cp_url: str | None, envoys: dict[str, Any], changes: int
     victim = mesh.instances_of(SERVICE)[0]
     addr = mesh.advertised[victim]
     nodes = set(envoys)
-    sample = dict(list({n: h.url("admin") for n, h in envoys.items()}.items())[:POLL_SAMPLE])
+    admin = {n: h.url("admin") for n, h in envoys.items()}
+    sample = dict(list(admin.items())[:POLL_SAMPLE]) if cp_url else admin  # no push log: poll every Envoy
     per_envoy: list[float] = []
     all_envoys: list[float] = []
     polled: list[float] = []
@@ -132,7 +134,8 @@ def bench_scale(settings: Settings, controlplanes: list[str], sizes: list[int], 
         progress(f"{cp}: bringing the mesh up")
         with bring_up(topo, s) as mesh, contextlib.ExitStack() as stack:
             cp_port = mesh.controlplane.spec.ports.get("http")
-            cp_url = mesh.controlplane.url("http") if cp_port else None
+            # Consul Connect's "http" port is Consul's API, which has no push log: time changes by polling
+            cp_url = mesh.controlplane.url("http") if cp_port and not cp_c.is_connect(cp) else None
             base = {n: h for n, h in mesh.subscribers(SERVICE).items()}
             watchers: dict[str, Any] = {}
             for n in sorted(sizes):
