@@ -164,3 +164,15 @@ def test_the_internal_subcommand_is_hidden():
     r = subprocess.run([sys.executable, "-m", "meshbed.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "_supervise" not in r.stdout and "SUPPRESS" not in r.stdout
     assert "prune" in r.stdout and "soak" in r.stdout
+
+
+def test_a_directory_as_a_binary_is_never_told_to_chmod(tmp_path):
+    """Starting a component whose binary path is a directory says so; the hint is not `chmod +x`."""
+    from meshbed.errors import ComponentError
+    from meshbed.runtime.base import ComponentSpec
+    from meshbed.runtime.process import ProcessHandle
+
+    h = ProcessHandle(ComponentSpec("consul", "consul", [str(tmp_path)]), tmp_path / "work", None)
+    with pytest.raises(ComponentError) as err:
+        h._launch()
+    assert "is a directory" in str(err.value) and "chmod" not in str(err.value) + str(err.value.hint)

@@ -64,8 +64,12 @@ class ProcessHandle(Handle):
             raise ComponentError(f"{self.spec.name}: cannot start {self.spec.argv[0]}: file not found",
                                  hint="run `meshbed doctor` to see which binaries are missing") from exc
         except PermissionError as exc:
-            raise ComponentError(f"{self.spec.name}: {self.spec.argv[0]} is not executable",
-                                 hint=f"chmod +x {self.spec.argv[0]}") from exc
+            exe = Path(self.spec.argv[0])
+            if exe.is_dir():  # never suggest chmod on a directory
+                raise ComponentError(f"{self.spec.name}: {exe} is a directory, not a {self.spec.name} binary",
+                                     hint="point meshbed at the binary itself, or run `meshbed doctor`") from exc
+            raise ComponentError(f"{self.spec.name}: {exe} is not executable",
+                                 hint=f"chmod +x {exe}" if exe.is_file() else "run `meshbed doctor`") from exc
         finally:
             log.close()
         self._started = procutil.start_time(self._proc.pid)
